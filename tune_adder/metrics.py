@@ -1,0 +1,64 @@
+"""Metric and result-frame column names, defined once for the trainer, the sweep and the analysis."""
+
+# The metric every search optimises and every "best config" is ranked by.
+METRIC = "val_exact_match"
+MODE = "max"
+
+# The training-progress axis that ASHA and the plots use.
+STEP = "step"
+
+# What `fit` reports at each evaluation (EvalMetrics fields, in order).
+EVAL_METRICS = (
+    "step",
+    "samples_seen",
+    "train_loss",  # mean training cross-entropy since the last evaluation
+    "val_loss",
+    "val_exact_match",  # share of held-out sums whose every digit is right: the seed's accuracy
+    "val_digit_acc",
+    "carry_chain_exact_match",  # a + b == base**digits: the carry runs the whole length
+    "longer_exact_match",  # sums at twice the trained length
+    "steps_per_s",
+    "diverged",
+)
+
+# Flat Tune config keys that describe a trial; these are the config columns of both frames.
+CONFIG_COLUMNS = (
+    "digits",
+    "lr",
+    "layers",
+    "cell",
+    "hidden",
+    "embed_dim",
+    "batch_size",
+    "base",
+    "seed",
+    "max_steps",
+)
+
+TRIAL_ID = "trial_id"
+
+# history.parquet: one row per report of every trial, no repeated (trial_id, step).
+HISTORY_COLUMNS = (TRIAL_ID, *CONFIG_COLUMNS, *EVAL_METRICS, "time_total_s")
+
+# trials.parquet: one row per trial.
+STOP_REASONS = (
+    "completed",  # trained max_steps
+    "solved",  # --stop-when-solved: val_exact_match 1.0 for SOLVED_PATIENCE evaluations in a row
+    "early_stopped",  # cut short by the scheduler (ASHA)
+    "diverged",  # non-finite loss
+    "error",  # the trial failed
+    "running",  # the sweep has not finished it (a partial frame)
+)
+SOLVED_PATIENCE = 3
+TRIAL_COLUMNS = (
+    TRIAL_ID,
+    *CONFIG_COLUMNS,
+    "status",  # Ray's trial status: TERMINATED, ERROR, ...
+    "stop_reason",  # one of STOP_REASONS
+    *(f"final_{m}" for m in EVAL_METRICS if m not in ("step", "diverged")),
+    "best_val_exact_match",
+    "steps_to_solve",  # first evaluated step with val_exact_match == 1.0; null if never
+    "diverged",
+    "steps_trained",
+    "wall_time_s",
+)
