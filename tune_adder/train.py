@@ -5,14 +5,17 @@ Run one model from the shell: `python -m tune_adder.train --digits 10 --steps 10
 
 from __future__ import annotations
 
+import argparse
 import copy
+import json
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -117,7 +120,7 @@ class Trainer:
         if model_cfg.dropout > 0:
             # Dropout draws from the global RNG (the only place it is used); seed it for repeatability.
             torch.manual_seed(train_cfg.seed)
-        self._eval_sets = _eval_sets(train_cfg, model_cfg.base, self.device)
+        self._eval_sets = eval_sets(train_cfg, model_cfg.base, self.device)
         if state is not None:
             self._load(state)
 
@@ -263,7 +266,7 @@ def _loss(logits: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), total.reshape(-1))  # every position
 
 
-def _eval_sets(cfg: TrainConfig, base: int, device: torch.device) -> dict[str, AdderBatch]:
+def eval_sets(cfg: TrainConfig, base: int, device: torch.device) -> dict[str, AdderBatch]:
     """The fixed held-out sets: drawn on CPU from EVAL_SEED, so every device and trial sees the same sums."""
     rng = torch.Generator().manual_seed(EVAL_SEED)
     sets = {
@@ -297,3 +300,106 @@ def _to_cpu(obj):
     if isinstance(obj, list):
         return [_to_cpu(v) for v in obj]
     return obj
+
+
+# ---- command line -----------------------------------------------------------------------------
+def _int_or_raw(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return text  # the config rejects it with the field name and what is allowed
+
+
+def _float_or_raw(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="python -m tune_adder.train", description="Train one adder and print its final metrics.")
+    m, t = ModelConfig(), TrainConfig()
+    p.add_argument("--digits", type=_int_or_raw, default=t.digits, help="operand length (default %(default)s)")
+    p.add_argument("--base", type=_int_or_raw, default=m.base, help="number base, 2..16 (default %(default)s)")
+    p.add_argument("--cell", default=m.cell, help="RNN, LSTM or GRU (default %(default)s)")
+    p.add_argument("--layers", type=_int_or_raw, default=m.layers, help="recurrent layers (default %(default)s)")
+    p.add_argument("--hidden", type=_int_or_raw, default=m.hidden, help="hidden size (default %(default)s)")
+    p.add_argument("--embed-dim", type=_int_or_raw, default=m.embed_dim, help="digit embedding size (default %(default)s)")
+    p.add_argument("--dropout", type=_float_or_raw, default=m.dropout, help="between layers (default %(default)s)")
+    p.add_argument("--lr", type=_float_or_raw, default=t.lr, help="Adam learning rate (default %(default)s)")
+    p.add_argument("--batch-size", type=_int_or_raw, default=t.batch_size, help="sums per step (default %(default)s)")
+    p.add_argument("--steps", type=_int_or_raw, default=t.steps, help="training steps (default %(default)s)")
+    p.add_argument("--eval-every", type=_int_or_raw, default=t.eval_every, help="steps between evaluations (default %(default)s)")
+    p.add_argument("--eval-size", type=_int_or_raw, default=t.eval_size, help="held-out sums (default %(default)s)")
+    p.add_argument("--seed", type=_int_or_raw, default=t.seed, help="(default %(default)s)")
+    p.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    p.add_argument("--stop-when-solved", action="store_true", help=f"stop after {metrics.SOLVED_PATIENCE} evaluations in a row at exact match 1.0")
+    p.add_argument("--save-state", type=Path, help="write the final trainer state here (resumable with load_state)")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object on the last line")
+    return p
+
+
+def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    model_cfg = ModelConfig(
+        base=args.base, embed_dim=args.embed_dim, hidden=args.hidden, layers=args.layers, cell=args.cell, dropout=args.dropout
+    )
+    train_cfg = TrainConfig(
+        digits=args.digits,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        eval_size=args.eval_size,
+        seed=args.seed,
+        device=args.device,
+        stop_when_solved=args.stop_when_solved,
+    )
+    if train_cfg.device != "auto" and resolve_device(train_cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={train_cfg.device!r}: CUDA is not available here; use 'auto' or 'cpu'")
+    return model_cfg, train_cfg
+
+
+def _json_safe(row: dict) -> dict:
+    # strict JSON has no NaN/inf: a diverged run reports them as null
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        model_cfg, train_cfg = _configs(args)
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    from tqdm import tqdm
+
+    trainer = Trainer(model_cfg, train_cfg)
+    started = time.perf_counter()
+    last = None
+    with tqdm(total=train_cfg.steps, desc="train", unit="step", file=sys.stderr, mininterval=0.5) as bar:
+        for last in trainer.run():
+            bar.update(last.step - bar.n)
+            bar.set_postfix(loss=f"{last.train_loss:.4f}", exact=f"{last.val_exact_match:.3f}")
+    wall = time.perf_counter() - started
+    if args.save_state is not None:
+        save_state(trainer.state_dict(), args.save_state)
+    print(
+        f"{trainer.stopped_reason} after {last.step} steps in {wall:.1f} s on {trainer.device}: "
+        f"val_exact_match {last.val_exact_match:.4f}, val_digit_acc {last.val_digit_acc:.4f}, "
+        f"carry_chain {last.carry_chain_exact_match:.4f}, longer ({2 * train_cfg.digits} digits) "
+        f"{last.longer_exact_match:.4f}, train_loss {last.train_loss:.5f}"
+    )
+    if args.json:
+        row = _json_safe(last.as_dict()) | {"stop_reason": trainer.stopped_reason, "wall_time_s": round(wall, 3)}
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
