@@ -30,6 +30,9 @@ EVAL_SEED = 20200101
 # Evaluate in chunks of at most this many (row x position) cells, so 1000-digit evaluations stay small.
 EVAL_CHUNK_CELLS = 262_144
 STATE_VERSION = 1
+# Adam turns lr into a float32 step size (lr / (1 - beta1) at the first step); far past any useful rate
+# that overflows inside the optimiser, so such rates are refused up front.
+MAX_LR = 1000.0
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_int("digits", self.digits, 1)
         lr_ok = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
-        if not (lr_ok and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr={self.lr!r}: must be a positive finite number")
+        if not (lr_ok and math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
+            raise ValueError(f"lr={self.lr!r}: must be a positive finite number <= {MAX_LR:g}")
         for name in ("batch_size", "steps", "eval_every", "eval_size", "probe_size"):
             _check_int(name, getattr(self, name), 1)
         _check_int("seed", self.seed, 0)
