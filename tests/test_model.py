@@ -68,3 +68,10 @@ def test_model_reads_any_length():
 def test_bad_config_names_field_value_and_allowed(field, value, allowed):
     with pytest.raises(ValueError, match=re.escape(f"{field}={value!r}") + ".*" + re.escape(allowed)):
         ModelConfig(**{field: value})
+
+
+def test_one_hot_lookup_gives_the_embedding_layers_numbers():
+    model = AdderRNN(ModelConfig(base=7, cell="GRU"))
+    a, b = torch.randint(0, 7, (4, 6)), torch.randint(0, 7, (4, 6))
+    reference = model.head(model.rnn(torch.cat((model.embed(a), model.embed(b)), dim=2))[0])
+    assert torch.equal(model(a, b), reference)

@@ -185,3 +185,11 @@ def test_cli_bad_input_from_the_shell_has_no_traceback(tmp_path):
         "python -m tune_adder.train: error: cell='Transformer': must be one of RNN, LSTM, GRU"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_loss_is_cross_entropy_over_every_position():
+    from tune_adder.train import _loss
+
+    logits, total = torch.randn(6, 9, 16) * 5, torch.randint(0, 16, (6, 9))
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 16), total.reshape(-1))
+    assert torch.allclose(_loss(logits, total), expected, rtol=1e-6, atol=1e-6)
