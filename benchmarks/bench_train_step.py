@@ -98,7 +98,7 @@ def plain_matmul_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
 def bench_steps(lengths: list[int], reps: int) -> list[dict]:
     rows = []
     for digits in lengths:
-        per_block = max(1, 200 // (digits + 1))  # about the same time per block at every length
+        per_block = max(2, 1000 // (digits + 1))  # about the same time per block at every length
         fit_step, fit_data = fit_parts(digits)
         ms = interleaved_ms({"fit": fit_step, "handout": handout_step(digits), "data": fit_data}, reps, per_block)
         gflops = step_flops(digits) / (ms["fit"] / 1e3) / 1e9

@@ -346,6 +346,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-size", type=_int_or_raw, default=t.eval_size, help="held-out sums (default %(default)s)")
     p.add_argument("--seed", type=_int_or_raw, default=t.seed, help="(default %(default)s)")
     p.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    p.add_argument("--threads", type=_int_or_raw, default=1, help="CPU threads for PyTorch (default %(default)s; see README)")
     p.add_argument("--stop-when-solved", action="store_true", help=f"stop after {metrics.SOLVED_PATIENCE} evaluations in a row at exact match 1.0")
     p.add_argument("--save-state", type=Path, help="write the final trainer state here (resumable with load_state)")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object on the last line")
@@ -367,6 +368,8 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
         device=args.device,
         stop_when_solved=args.stop_when_solved,
     )
+    if isinstance(args.threads, bool) or not isinstance(args.threads, int) or args.threads < 1:
+        raise ValueError(f"threads={args.threads!r}: must be an integer >= 1")
     if train_cfg.device != "auto" and resolve_device(train_cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={train_cfg.device!r}: CUDA is not available here; use 'auto' or 'cpu'")
     return model_cfg, train_cfg
@@ -386,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     from tqdm import tqdm
 
+    # The seed's matmuls (batch 200 x 64) are too small to gain from threads, and on a busy machine
+    # extra threads spin against other work: one thread was ~15x faster than two on the shared CI box.
+    torch.set_num_threads(args.threads)
     trainer = Trainer(model_cfg, train_cfg)
     started = time.perf_counter()
     last = None
