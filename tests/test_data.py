@@ -96,3 +96,16 @@ def test_bad_arguments_are_rejected(kwargs, message):
     batch_size, digits = args.pop("batch_size"), args.pop("digits")
     with pytest.raises(ValueError, match=re.escape(message)):
         make_batch(batch_size, digits, **args)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_the_gpu_sampler_without_host_sync_is_exact_too(split):
+    from tune_adder.data import _operands_without_sync
+
+    generator = torch.Generator().manual_seed(3)
+    for digits, base in [(1, 10), (3, 2), (40, 16), (700, 10)]:
+        x = _operands_without_sync(300, digits, base, split, generator, "cpu")
+        low, high = _split_range(split, digits, base)
+        assert x.shape == (300, digits) and all(low <= v < high for v in to_int(x, base))
+    seen = set(to_int(_operands_without_sync(3000, 2, 10, split, generator, "cpu")))
+    assert seen == set(range(*_split_range(split, 2, 10)))
