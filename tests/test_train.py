@@ -103,6 +103,8 @@ def test_state_is_plain_cpu_data_and_a_mismatched_model_is_refused(tmp_path):
     finished = Trainer(SMALL_MODEL, SMALL_TRAIN, state)
     assert [r.step for r in finished.run()] == [20, 30, 40]
     assert list(Trainer(SMALL_MODEL, SMALL_TRAIN, finished.state_dict()).run()) == []
+    longer = TrainConfig(**{**SMALL_TRAIN.__dict__, "steps": 50})
+    assert [r.step for r in Trainer(SMALL_MODEL, longer, finished.state_dict()).run()] == [50]
 
 
 @pytest.mark.parametrize(

@@ -240,6 +240,8 @@ class Trainer:
         self._loss_count = state["loss_count"]
         self._solved_streak = state["solved_streak"]
         self.stopped_reason = state["stopped_reason"]
+        if self.stopped_reason == "completed" and self.step < self.train_cfg.steps:
+            self.stopped_reason = None  # a longer run than the saved one: carry on training
 
 
 def fit(model_cfg: ModelConfig, train_cfg: TrainConfig, state: dict | None = None) -> Iterator[EvalMetrics]:
