@@ -171,7 +171,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", type=int, nargs="+", default=[10, 20, 50, 100])
     p.add_argument("--reps", type=int, default=9, help="interleaved blocks per variant and length")
-    p.add_argument("--denormal-steps", type=int, default=1000)
+    p.add_argument("--denormal-steps", type=int, default=1000, help="0 skips the denormal run")
     p.add_argument("--json", type=Path, help="also save every row here")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -180,7 +180,7 @@ def main() -> None:
     steps = bench_steps(args.lengths, args.reps)
     shape = (BATCH, 64, 64)
     matmul = plain_matmul_gflops(*shape)
-    denormal = bench_denormals(args.denormal_steps, digits=10)
+    denormal = bench_denormals(args.denormal_steps, digits=10) if args.denormal_steps > 0 else None
 
     print("\nms per training step (median of interleaved blocks), batch 200, seed model, Adam:\n")
     print(
@@ -199,7 +199,8 @@ def main() -> None:
         )
     )
     print(f"\nplain {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]} matmul on the same thread: {matmul:.1f} GFLOP/s")
-    print(f"\ndenormals (LSTM, 2 layers, lr 0.1, 10 digits): {json.dumps(denormal, indent=1)}")
+    if denormal is not None:
+        print(f"\ndenormals (LSTM, 2 layers, lr 0.1, 10 digits): {json.dumps(denormal, indent=1)}")
     if args.json:
         args.json.write_text(json.dumps({"steps": steps, "matmul_gflops": matmul, "denormal": denormal}, indent=1))
 
