@@ -52,20 +52,26 @@ def handout_step(digits: int, seed: int = 0) -> Callable[[], None]:
     return step
 
 
-def fit_parts(digits: int) -> tuple[Callable[[], None], Callable[[], None]]:
-    """fit's own training step (Trainer._train_step, the code fit runs) and its data making alone."""
+def fit_parts(digits: int) -> dict[str, Callable[[], object]]:
+    """fit's own training step (Trainer._train_step, the code fit runs), its data making alone, and
+    one evaluation (held-out set and both probes, as fit does every eval_every steps)."""
     trainer = Trainer(ModelConfig(), TrainConfig(digits=digits, steps=10**9), device="cpu")
     rng = torch.Generator().manual_seed(1)
-    return trainer._train_step, lambda: make_batch(BATCH, digits, generator=rng)
+    return {
+        "fit": trainer._train_step,
+        "data": lambda: make_batch(BATCH, digits, generator=rng),
+        "eval": lambda: trainer._evaluate(0.0, 0.0),
+    }
 
 
-def interleaved_ms(fns: dict[str, Callable[[], None]], reps: int, per_block: int) -> dict[str, float]:
-    """Median ms per call of each function, timed in alternating blocks so machine load hits all alike."""
-    for fn in fns.values():
+def interleaved_ms(fns: dict[str, tuple[Callable[[], object], int]], reps: int) -> dict[str, float]:
+    """Median ms per call of each (function, calls per block), timed in alternating blocks so machine
+    load hits all alike."""
+    for fn, _ in fns.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
-        for name, fn in fns.items():
+        for name, (fn, per_block) in fns.items():
             start = time.perf_counter()
             for _ in range(per_block):
                 fn()
@@ -99,8 +105,11 @@ def bench_steps(lengths: list[int], reps: int) -> list[dict]:
     rows = []
     for digits in lengths:
         per_block = max(2, 1000 // (digits + 1))  # about the same time per block at every length
-        fit_step, fit_data = fit_parts(digits)
-        ms = interleaved_ms({"fit": fit_step, "handout": handout_step(digits), "data": fit_data}, reps, per_block)
+        parts = fit_parts(digits)
+        fns = {"fit": (parts["fit"], per_block), "handout": (handout_step(digits), per_block)}
+        fns |= {"data": (parts["data"], per_block), "eval": (parts["eval"], max(1, per_block // 10))}
+        ms = interleaved_ms(fns, reps)
+        eval_every = TrainConfig().eval_every
         gflops = step_flops(digits) / (ms["fit"] / 1e3) / 1e9
         rows.append(
             {
@@ -110,6 +119,8 @@ def bench_steps(lengths: list[int], reps: int) -> list[dict]:
                 "speedup": ms["handout"] / ms["fit"],
                 "data_ms": ms["data"],
                 "data_share": ms["data"] / ms["fit"],
+                "eval_ms": ms["eval"],
+                "eval_share": ms["eval"] / (ms["eval"] + eval_every * ms["fit"]),
                 "step_mflop": step_flops(digits) / 1e6,
                 "fit_gflops": gflops,
             }
@@ -193,6 +204,7 @@ def main() -> None:
                 ("speedup", "handout / fit", ".2f"),
                 ("data_ms", "fit data ms", ".3f"),
                 ("data_share", "data share", ".1%"),
+                ("eval_share", "eval share", ".1%"),
                 ("step_mflop", "MFLOP/step", ".0f"),
                 ("fit_gflops", "fit GFLOP/s", ".1f"),
             ],
