@@ -64,19 +64,21 @@ def fit_parts(digits: int) -> dict[str, Callable[[], object]]:
     }
 
 
-def interleaved_ms(fns: dict[str, tuple[Callable[[], object], int]], reps: int) -> dict[str, float]:
+def interleaved_ms(fns: dict[str, tuple[Callable[[], object], int]], reps: int) -> dict[str, dict[str, float]]:
     """Median ms per call of each (function, calls per block), timed in alternating blocks so machine
-    load hits all alike."""
+    load hits all alike: "cpu" is this thread's CPU time (robust to time slices lost to other work
+    on a shared machine; PyTorch computes on this thread with one thread), "wall" the elapsed time."""
     for fn, _ in fns.values():
         fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[str, dict[str, list[float]]] = {name: {"cpu": [], "wall": []} for name in fns}
     for _ in range(reps):
         for name, (fn, per_block) in fns.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.thread_time()
             for _ in range(per_block):
                 fn()
-            times[name].append((time.perf_counter() - start) / per_block * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+            times[name]["cpu"].append((time.thread_time() - cpu) / per_block * 1e3)
+            times[name]["wall"].append((time.perf_counter() - wall) / per_block * 1e3)
+    return {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}
 
 
 def step_flops(digits: int, cfg: ModelConfig = ModelConfig()) -> float:
@@ -90,15 +92,16 @@ def step_flops(digits: int, cfg: ModelConfig = ModelConfig()) -> float:
 
 
 def plain_matmul_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
-    """GFLOP/s of one (m, k) @ (k, n) matmul repeated on this thread: the ceiling for the recurrent matmul."""
+    """GFLOP/s (per CPU second of this thread) of one (m, k) @ (k, n) matmul repeated: the ceiling for
+    the recurrent matmul."""
     x, w = torch.randn(m, k), torch.randn(k, n)
     out = torch.empty(m, n)
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    calls, start = 0, time.thread_time()
+    while time.thread_time() - start < seconds:
         for _ in range(100):
             torch.mm(x, w, out=out)
         calls += 100
-    return 2 * m * k * n * calls / (time.perf_counter() - start) / 1e9
+    return 2 * m * k * n * calls / (time.thread_time() - start) / 1e9
 
 
 def bench_steps(lengths: list[int], reps: int) -> list[dict]:
@@ -108,21 +111,23 @@ def bench_steps(lengths: list[int], reps: int) -> list[dict]:
         parts = fit_parts(digits)
         fns = {"fit": (parts["fit"], per_block), "handout": (handout_step(digits), per_block)}
         fns |= {"data": (parts["data"], per_block), "eval": (parts["eval"], max(1, per_block // 10))}
-        ms = interleaved_ms(fns, reps)
+        timed = interleaved_ms(fns, reps)
+        ms = {name: t["cpu"] for name, t in timed.items()}
         eval_every = TrainConfig().eval_every
-        gflops = step_flops(digits) / (ms["fit"] / 1e3) / 1e9
         rows.append(
             {
                 "digits": digits,
                 "fit_ms": ms["fit"],
                 "handout_ms": ms["handout"],
                 "speedup": ms["handout"] / ms["fit"],
+                "speedup_wall": timed["handout"]["wall"] / timed["fit"]["wall"],
                 "data_ms": ms["data"],
                 "data_share": ms["data"] / ms["fit"],
                 "eval_ms": ms["eval"],
                 "eval_share": ms["eval"] / (ms["eval"] + eval_every * ms["fit"]),
                 "step_mflop": step_flops(digits) / 1e6,
-                "fit_gflops": gflops,
+                "fit_gflops": step_flops(digits) / (ms["fit"] / 1e3) / 1e9,
+                "wall_ms": {name: t["wall"] for name, t in timed.items()},
             }
         )
         print(f"  {digits} digits: {rows[-1]}", flush=True)
@@ -145,13 +150,16 @@ def bench_denormals(steps: int, digits: int) -> dict:
     cfg_t = TrainConfig(digits=digits, lr=0.1, steps=steps, eval_every=50)
     runs = {flush: Trainer(cfg_m, cfg_t, device="cpu") for flush in (False, True)}
     gens = {flush: trainer.run() for flush, trainer in runs.items()}
-    speeds: dict[bool, list[float]] = {False: [], True: []}
+    speeds: dict[bool, list[float]] = {False: [], True: []}  # wall ms per training step, eval excluded
+    cpu_ms: dict[bool, list[float]] = {False: [], True: []}  # CPU ms per step, eval included
     last: dict[bool, object] = {}
     subnormal_max = 0.0
     for _ in range(-(-steps // cfg_t.eval_every)):
         for flush in (False, True):
             torch.set_flush_denormal(flush)
+            cpu = time.thread_time()
             last[flush] = next(gens[flush])
+            cpu_ms[flush].append((time.thread_time() - cpu) * 1e3 / cfg_t.eval_every)
             speeds[flush].append(1e3 / last[flush].steps_per_s)
             if not flush:
                 subnormal_max = max(subnormal_max, subnormal_share(runs[False]))
@@ -165,6 +173,9 @@ def bench_denormals(steps: int, digits: int) -> dict:
         "slowdown_median": statistics.median(ratios),
         "slowdown_max_block": max(ratios),
         "slowdown_last_quarter": statistics.median(ratios[-max(1, len(ratios) // 4) :]),
+        "cpu_ms_per_step_kept": statistics.median(cpu_ms[False]),
+        "cpu_ms_per_step_flushed": statistics.median(cpu_ms[True]),
+        "cpu_slowdown_median": statistics.median(k / f for k, f in zip(cpu_ms[False], cpu_ms[True])),
         "subnormal_share_max": subnormal_max,
         "final_kept": last[False].as_dict(),
         "final_flushed": last[True].as_dict(),
@@ -193,7 +204,7 @@ def main() -> None:
     matmul = plain_matmul_gflops(*shape)
     denormal = bench_denormals(args.denormal_steps, digits=10) if args.denormal_steps > 0 else None
 
-    print("\nms per training step (median of interleaved blocks), batch 200, seed model, Adam:\n")
+    print("\nCPU ms per call (median of interleaved blocks), batch 200, seed model, Adam:\n")
     print(
         _table(
             steps,
@@ -202,6 +213,7 @@ def main() -> None:
                 ("handout_ms", "handout loop ms", ".2f"),
                 ("fit_ms", "fit ms", ".2f"),
                 ("speedup", "handout / fit", ".2f"),
+                ("speedup_wall", "(wall-clock)", ".2f"),
                 ("data_ms", "fit data ms", ".3f"),
                 ("data_share", "data share", ".1%"),
                 ("eval_share", "eval share", ".1%"),
