@@ -348,7 +348,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_int_or_raw, default=t.steps, help="training steps (default %(default)s)")
     p.add_argument("--eval-every", type=_int_or_raw, default=t.eval_every, help="steps between evaluations (default %(default)s)")
     p.add_argument("--eval-size", type=_int_or_raw, default=t.eval_size, help="held-out sums (default %(default)s)")
-    p.add_argument("--seed", type=_int_or_raw, default=t.seed, help="(default %(default)s)")
+    p.add_argument("--seed", type=_int_or_raw, default=t.seed, help="seeds model init, data and dropout (default %(default)s)")
     p.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     p.add_argument("--threads", type=_int_or_raw, default=1, help="CPU threads for PyTorch (default %(default)s; see README)")
     p.add_argument("--stop-when-solved", action="store_true", help=f"stop after {metrics.SOLVED_PATIENCE} evaluations in a row at exact match 1.0")
