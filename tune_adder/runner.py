@@ -29,6 +29,9 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 import ray  # noqa: E402  (after the environment it reads)
 from ray import tune  # noqa: E402
 
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+from optuna.exceptions import UpdateFinishedTrialError  # noqa: E402
+
 from tune_adder.trainable import train_adder  # noqa: E402
 
 CHECKPOINTS_KEPT = 2  # per trial: the latest and one before it, in case the latest was cut short
@@ -208,13 +211,12 @@ def _optuna_local(s: Settings) -> bool:
 def _optuna_search(s: Settings, storage: Storage) -> tuple[dict[str, Any], Any, int]:
     """TPE, seeded; the study lives in an SQLite file in the experiment folder when storage is local."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     study_storage = None
     if storage.is_local:
         os.makedirs(storage.path(s.name), exist_ok=True)
         study_storage = optuna.storages.RDBStorage(f"sqlite:///{storage.path(s.name, OPTUNA_FILE)}")
-    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=0), study_name=s.name, storage=study_storage)
+    searcher = ResumableOptunaSearch(sampler=optuna.samplers.TPESampler(seed=0), study_name=s.name, storage=study_storage)
     space = {**spaces.optuna_space(s.digits), "seed": 0, **_constants(s)}
     return space, searcher, s.num_samples
 
@@ -255,6 +257,27 @@ def _restore_tuner(s: Settings, storage: Storage) -> tune.Tuner:
     return tune.Tuner.restore(
         storage.path(s.name), _trainable(s), resume_unfinished=True, resume_errored=True, storage_filesystem=storage.fs
     )
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch that lets a finished trial report its end again after the driver was killed.
+
+    Tune may restore a trial whose end reached the Optuna study but not Tune's last state snapshot;
+    the trainable then re-reports its final result, which Optuna refuses for a closed trial.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except UpdateFinishedTrialError:
+            pass  # already recorded in the study before the crash
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        try:
+            super().on_trial_complete(trial_id, result, error)
+        except ValueError as e:
+            if "Cannot tell a" not in str(e):  # Optuna's words for a trial it has already closed
+                raise
 
 
 # ---- output -------------------------------------------------------------------------------------
