@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import shlex
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-from tune_adder.metrics import METRIC, MODE
 from tune_adder.spaces import GRIDS, get_grid
 from tune_adder.storage import Storage
 
