@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from tune_adder.metrics import STEP, TRIAL_ID  # noqa: E402
 
-from analysis.extract import hold_fixed, select, varied  # noqa: E402
+from analysis.extract import hold_fixed, select, series_label, varied  # noqa: E402
 from analysis.stats import MIN_SEEDS, STEPS_TO_SOLVE, Comparison, converges_faster, steps_to_solve  # noqa: E402
 
 SEED_LENGTHS = (10, 20, 50, 100)
@@ -101,7 +101,8 @@ def _finish(result: ClaimResult, checks: list[Check]) -> ClaimResult:
 def _exact_match_by(history: pd.DataFrame, trial: pd.Series, step: int) -> float:
     """val_exact_match at the last evaluation at or before `step` (1.0 once solved and stopped)."""
     curve = history[(history[TRIAL_ID] == trial[TRIAL_ID]) & (history[STEP] <= step)]
-    if np.isfinite(trial["steps_to_solve"]) and trial["steps_to_solve"] <= step:
+    solved_at = trial["steps_to_solve"]
+    if not pd.isna(solved_at) and solved_at <= step:
         return 1.0
     return float(curve["val_exact_match"].iloc[-1]) if len(curve) else float("nan")
 
@@ -176,7 +177,7 @@ def check_c4(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
         else:
             result.untested.append(f"{digits} digits: 2 layers not in the sweep")
             continue
-        checks += [faster(history, at[a], at[b], f"{digits} digits {a} layers", f"{b} layers")
+        checks += [faster(history, at[a], at[b], f"{digits} digits {series_label('layers', a)}", series_label("layers", b))
                    for a, b in pairs if len(at[a]) and len(at[b])]
     return _finish(result, checks)
 

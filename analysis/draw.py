@@ -16,6 +16,8 @@ from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from tune_adder.metrics import STEP  # noqa: E402
 
+from analysis.extract import series_label  # noqa: E402
+
 METRIC_LABELS = {
     "train_loss": "train loss (cross-entropy per digit, nats)",
     "val_loss": "validation loss (cross-entropy per digit, nats)",
@@ -30,19 +32,17 @@ END_MARKERS = {  # how a curve that ended early is marked
 }
 
 
-def series_label(factor: str, value) -> str:
-    if factor == "digits":
-        return f"{int(value)} digits"
-    if factor == "layers":
-        return f"{int(value)} layer" + ("s" if int(value) != 1 else "")
-    if factor == "lr":
-        return f"lr {value:g}"
-    return str(value)
+CELL_ORDER = ("RNN", "LSTM", "GRU")  # the seed's order
+
+
+def series_order(values) -> list:
+    """Sorted series values; cells in the seed's order RNN, LSTM, GRU."""
+    return sorted(values, key=lambda v: (CELL_ORDER.index(v), "") if v in CELL_ORDER else (len(CELL_ORDER), v))
 
 
 def series_colors(values) -> dict:
     cmap = plt.get_cmap("tab10")
-    return {v: cmap(i % 10) for i, v in enumerate(sorted(values))}
+    return {v: cmap(i % 10) for i, v in enumerate(series_order(values))}
 
 
 def draw_curves(ax, frame: pd.DataFrame, metric: str, factor: str, colors: dict) -> None:
@@ -72,7 +72,7 @@ def draw_curves(ax, frame: pd.DataFrame, metric: str, factor: str, colors: dict)
 
 
 def _legend_handles(frame: pd.DataFrame, factor: str, colors: dict) -> list:
-    handles = [Line2D([], [], color=colors[v], lw=1.6, label=series_label(factor, v)) for v in sorted(colors)]
+    handles = [Line2D([], [], color=colors[v], lw=1.6, label=series_label(factor, v)) for v in colors]
     for kind, style in END_MARKERS.items():
         if (frame["kind"] == kind).any():
             face = "none" if style.get("facecolors") == "none" else style.get("color", "grey")
@@ -130,7 +130,7 @@ def draw_heatmap(ax, frame: pd.DataFrame, norm) -> object:
 
 def heatmap_figure(frame: pd.DataFrame, title: str):
     """A grid of heat maps: one row per cell type, one column per digit length, one shared colour scale."""
-    cells = [c for c in ("RNN", "LSTM", "GRU") if c in set(frame["cell"])] + sorted(set(frame["cell"]) - {"RNN", "LSTM", "GRU"})
+    cells = series_order(frame["cell"].unique())
     lengths = sorted(frame["digits"].unique())
     finite = frame["median_steps_to_solve"].dropna()
     low, high = (finite.min(), finite.max()) if len(finite) else (1.0, 10.0)

@@ -118,3 +118,14 @@ def solve_heatmap(trials: pd.DataFrame) -> tuple[pd.DataFrame, Slice]:
                          median_steps_to_solve=median if np.isfinite(median) else np.nan,
                          low=low, high=high, n_solved=int(np.isfinite(solve).sum()), n_seeds=len(solve), band=kind))
     return pd.DataFrame(rows, columns=list(HEATMAP_COLUMNS)), chosen
+
+
+def series_label(factor: str, value) -> str:
+    """How a config value is named in legends and claim evidence: '10 digits', 'lr 0.01', '1 layer'."""
+    if factor == "digits":
+        return f"{int(value)} digits"
+    if factor == "layers":
+        return f"{int(value)} layer" + ("s" if int(value) != 1 else "")
+    if factor == "lr":
+        return f"lr {value:g}"
+    return str(value)
