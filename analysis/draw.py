@@ -58,10 +58,10 @@ def draw_curves(ax, frame: pd.DataFrame, metric: str, factor: str, colors: dict)
     for kind, style in END_MARKERS.items():
         ends = frame[frame["kind"] == kind]
         for value, points in ends.groupby("series"):
-            style = {k: v for k, v in style.items() if k != "label"}
-            colour_key = "edgecolors" if style.get("facecolors") == "none" else "color"
-            style.setdefault(colour_key, colors[value])
-            ax.scatter(points[STEP], points["value"], zorder=3, linewidths=1.4, **style)
+            marker = {k: v for k, v in style.items() if k != "label"}
+            colour_key = "edgecolors" if marker.get("facecolors") == "none" else "color"
+            marker.setdefault(colour_key, colors[value])  # diverged/error keep their own colour
+            ax.scatter(points[STEP], points["value"], zorder=3, linewidths=1.4, **marker)
     if metric.endswith("loss"):
         ax.set_yscale("log")
     else:
@@ -98,7 +98,7 @@ def curve_figure(frame: pd.DataFrame, metric: str, factor: str, title: str, band
         ax.set_visible(False)
     fig.suptitle(title)
     handles = _legend_handles(frame, factor, colors)
-    fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), int(width / 2.1))), frameon=False,
+    fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), int(width / 1.7))), frameon=False,
                title=band_note, title_fontsize="small")
     return fig
 
@@ -111,6 +111,11 @@ def draw_heatmap(ax, frame: pd.DataFrame, norm) -> object:
     for row in frame.itertuples():
         grid[layers.index(row.layers), lrs.index(row.lr)] = row.median_steps_to_solve
     image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r", norm=norm, origin="lower", aspect="auto")
+    run = set(zip(frame["lr"], frame["layers"]))
+    for x, lr in enumerate(lrs):  # one-factor grids leave most (lr, layers) pairs out
+        for y, n in enumerate(layers):
+            if (lr, n) not in run:
+                ax.text(x, y, "not run", ha="center", va="center", fontsize=7, color="0.6")
     for row in frame.itertuples():
         x, y = lrs.index(row.lr), layers.index(row.layers)
         solved = np.isfinite(row.median_steps_to_solve)

@@ -58,7 +58,8 @@ def hold_fixed(trials: pd.DataFrame, free: tuple[str, ...]) -> Slice:
             fixed[column] = default
         else:
             fixed[column] = trials[column].mode().iloc[0]
-            notes.append(f"{column} held at {fixed[column]} (the commonest value; the seed default is not in the sweep)")
+            reason = f"the seed default {default} is not in the sweep" if default is not None else "it is not plotted"
+            notes.append(f"{column} held at {fixed[column]}, its commonest value ({reason})")
     return Slice(fixed, notes)
 
 
@@ -117,7 +118,14 @@ def solve_heatmap(trials: pd.DataFrame) -> tuple[pd.DataFrame, Slice]:
         rows.append(dict(cell=cell, digits=digits, lr=lr, layers=layers,
                          median_steps_to_solve=median if np.isfinite(median) else np.nan,
                          low=low, high=high, n_solved=int(np.isfinite(solve).sum()), n_seeds=len(solve), band=kind))
-    return pd.DataFrame(rows, columns=list(HEATMAP_COLUMNS)), chosen
+    frame = pd.DataFrame(rows, columns=list(HEATMAP_COLUMNS))
+    # A cell type run at a single (lr, layers) per length has no map to draw; fig 8 and the claims cover it.
+    squares = frame.groupby(["cell", "digits"]).size().groupby("cell").max()
+    single = [c for c in squares.index if squares[c] < 2]
+    if single and len(single) < len(squares):
+        chosen.notes.append(f"cells {single} left out: run at one (lr, layers) per digit length only")
+        frame = frame[~frame["cell"].isin(single)].reset_index(drop=True)
+    return frame, chosen
 
 
 def series_label(factor: str, value) -> str:

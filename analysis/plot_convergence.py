@@ -102,7 +102,8 @@ def heatmap_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntr
     fig = draw.heatmap_figure(frame, f"Median steps to solve over seeds\nheld fixed: {held}")
     save_figure(fig, frame, out, "heatmap_steps_to_solve")
     note = (f"Held fixed: {held}. Each square: median over seeds of the first evaluated step with exact match 1.0; "
-            "'k/n solved' when some seeds never solved; hatched 'unsolved' when most seeds never solved.")
+            "'k/n solved' when some seeds never solved; hatched 'unsolved' when most seeds never solved. "
+            + " ".join(chosen.notes)).strip()
     return [FigureEntry("heatmap_steps_to_solve", "Steps to solve: lr x layers per cell and digit length", note)]
 
 
