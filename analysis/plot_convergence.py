@@ -87,7 +87,8 @@ def curve_figures(experiment, out: Path, metric: str, skipped: list[str]) -> lis
         title = f"{spec.title}: {metric.replace('_', ' ')}\nheld fixed: {held}"
         fig = draw.curve_figure(frame, metric, spec.series, title, _band_note(frame))
         save_figure(fig, frame, out, f"{spec.name}_{metric}")
-        note = f"Held fixed: {held}. {_band_note(frame).capitalize()}. " + " ".join(chosen.notes)
+        note = (f"Held fixed: {held}. {_band_note(frame).capitalize()}; after a marker the mean is over the seeds "
+                "still training. " + "".join(f"{n[0].upper()}{n[1:]}. " for n in chosen.notes))
         entries.append(FigureEntry(f"{spec.name}_{metric}", f"{spec.title}: {metric}", note.strip()))
     return entries
 
@@ -103,7 +104,7 @@ def heatmap_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntr
     save_figure(fig, frame, out, "heatmap_steps_to_solve")
     note = (f"Held fixed: {held}. Each square: median over seeds of the first evaluated step with exact match 1.0; "
             "'k/n solved' when some seeds never solved; hatched 'unsolved' when most seeds never solved. "
-            + " ".join(chosen.notes)).strip()
+            + "".join(f"{n[0].upper()}{n[1:]}. " for n in chosen.notes)).strip()
     return [FigureEntry("heatmap_steps_to_solve", "Steps to solve: lr x layers per cell and digit length", note)]
 
 
