@@ -16,7 +16,8 @@ from analysis.extract import SETTING_COLUMNS
 from analysis.load import Experiment
 from analysis.stats import band, steps_to_solve
 
-SETTINGS_ORDER = ("grid", "search", "scheduler", "seeds", "max_steps", "command", "start", "end", "wall_time_s")
+SETTINGS_ORDER = ("name", "grid", "search", "scheduler", "seeds", "max_steps", "stop_when_solved", "eval_every", "eval_size",
+                  "num_trials", "status", "command", "start_time", "end_time", "wall_time_s")
 
 
 @dataclass
@@ -35,25 +36,44 @@ def _table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _show(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return f"`{text}`" if len(text) < 200 else f"`{text[:200]}...`"
+
+
 def settings_section(settings: dict) -> str:
     if not settings:
         return "## Settings\n\nexperiment.json was missing or unreadable: the sweep's settings are unknown.\n"
-    keys = [k for k in SETTINGS_ORDER if k in settings] + sorted(k for k in settings if k not in SETTINGS_ORDER)
-    def show(value) -> str:
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
-        return f"`{text}`" if len(text) < 300 else f"`{text[:300]}...`"
-    return "## Settings\n\n" + _table(pd.DataFrame({"setting": keys, "value": [show(settings[k]) for k in keys]})) + "\n"
+    main = [k for k in SETTINGS_ORDER if k in settings]
+    rest = sorted(k for k in settings if k not in SETTINGS_ORDER)
+    text = "## Settings\n\n" + _table(pd.DataFrame({"setting": main, "value": [_show(settings[k]) for k in main]})) + "\n"
+    if rest:
+        more = _table(pd.DataFrame({"setting": rest, "value": [_show(settings[k]) for k in rest]}))
+        text += f"\n<details><summary>All other settings in experiment.json</summary>\n\n{more}\n\n</details>\n"
+    return text
+
+
+def sweep_wall_time(settings: dict) -> str:
+    """The sweep's wall time from experiment.json: the total, or the sum of its sessions if it never finished."""
+    total = settings.get("wall_time_s")
+    if isinstance(total, (int, float)):
+        return f"{total / 60:.1f} min"
+    sessions = [s.get("wall_time_s") for s in settings.get("sessions", []) if isinstance(s, dict)]
+    known = [w for w in sessions if isinstance(w, (int, float))]
+    if known:
+        return f"{sum(known) / 60:.1f} min over {len(known)} session(s), sweep status {settings.get('status', 'unknown')}"
+    return "unknown (experiment.json has no wall time)"
 
 
 def cost_section(experiment: Experiment) -> str:
-    trials = experiment.trials
+    trials, settings = experiment.trials, experiment.settings
     reasons = trials["stop_reason"].value_counts()
-    wall = experiment.settings.get("wall_time_s")
-    wall_text = f"{float(wall) / 60:.1f} min" if isinstance(wall, (int, float)) else "unknown (no wall_time_s in experiment.json)"
-    rows = [("trials", len(trials)),
+    planned = settings.get("num_trials")
+    count = f"{len(trials)} of {planned} planned" if isinstance(planned, int) and planned != len(trials) else str(len(trials))
+    rows = [("trials", count),
             ("steps trained (all trials)", f"{int(trials['steps_trained'].sum()):,}"),
-            ("sweep wall time", wall_text),
-            ("trial time (sum over trials)", f"{trials['wall_time_s'].sum() / 60:.1f} min"),
+            ("sweep wall time", sweep_wall_time(settings)),
+            ("trial time (sum over trials)", f"{pd.to_numeric(trials['wall_time_s']).sum() / 60:.1f} min"),
             ("stopped before max_steps", int((trials["stop_reason"] != "completed").sum()))]
     rows += [(f"stop reason: {r}", int(reasons.get(r, 0))) for r in STOP_REASONS if reasons.get(r, 0)]
     return "## Cost\n\n" + _table(pd.DataFrame(rows, columns=["", "value"])) + "\n"
@@ -80,7 +100,7 @@ def claims_section(results: list[ClaimResult]) -> str:
 
 def setting_summary(trials: pd.DataFrame) -> pd.DataFrame:
     """Per setting (config without seed): seeds, best exact match and steps to solve over seeds."""
-    varied_columns = [c for c in SETTING_COLUMNS if trials[c].nunique() > 1] or ["digits"]
+    varied_columns = ["digits"] + [c for c in SETTING_COLUMNS if c != "digits" and trials[c].nunique() > 1]
     rows = []
     for key, group in trials.groupby(varied_columns, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -96,8 +116,7 @@ def setting_summary(trials: pd.DataFrame) -> pd.DataFrame:
 
 def best_section(trials: pd.DataFrame, per_length: int = 3) -> str:
     summary = setting_summary(trials)
-    best = summary.sort_values("_rank").groupby("digits", sort=True).head(per_length) if "digits" in summary else summary
-    best = best.sort_values(["digits", "_rank"]) if "digits" in best else best
+    best = summary.sort_values("_rank").groupby("digits", sort=True).head(per_length).sort_values(["digits", "_rank"])
     text = (f"## Best configs\n\nPer digit length, the {per_length} settings with the highest mean best {METRIC} over "
             "seeds, ties broken by median steps to solve.\n\n" + _table(best.drop(columns="_rank")) + "\n")
     full = _table(summary.drop(columns="_rank"))
