@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter  # noqa: E402
 
 from tune_adder.metrics import STEP  # noqa: E402
 
@@ -23,6 +23,7 @@ METRIC_LABELS = {
     "val_loss": "validation loss (cross-entropy per digit, nats)",
     "val_exact_match": "validation exact match (share of sums)",
 }
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 0.01, not 10^-2 or 1x10^-2
 STEP_LABEL = "training step (one batch per step)"
 END_MARKERS = {  # how a curve that ended early is marked
     "early_stopped": dict(marker="x", s=45, label="cut short by ASHA"),
@@ -64,6 +65,10 @@ def draw_curves(ax, frame: pd.DataFrame, metric: str, factor: str, colors: dict)
             ax.scatter(points[STEP], points["value"], zorder=3, linewidths=1.4, **marker)
     if metric.endswith("loss"):
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(PLAIN)
+        low, high = ax.get_ylim()
+        # Under one decade there may be no major tick at all: label the minor ones instead.
+        ax.yaxis.set_minor_formatter(PLAIN if high / low < 10 else NullFormatter())
     else:
         ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(STEP_LABEL)
