@@ -18,7 +18,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from tune_adder.metrics import STEP, TRIAL_ID  # noqa: E402
 
 from analysis.extract import hold_fixed, select, series_label, varied  # noqa: E402
-from analysis.stats import MIN_SEEDS, STEPS_TO_SOLVE, Comparison, converges_faster, steps_to_solve  # noqa: E402
+from analysis.stats import (  # noqa: E402
+    LOSS_AREA, MIN_SEEDS, STEPS_TO_SOLVE, Comparison, converges_faster, loss_areas, steps_to_solve,
+)
 
 SEED_LENGTHS = (10, 20, 50, 100)
 REPORT_ACCURACY = 0.995  # the seed prints accuracy to two decimals: 1.00 means >= 0.995
@@ -83,6 +85,9 @@ def faster(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, label_a: str
     p = result.p_a_faster
     evidence = (f"{label_a}: {_fmt_band(result.a, result.measure)} vs {label_b}: {_fmt_band(result.b, result.measure)} "
                 f"({result.measure}, n={result.n_a}/{result.n_b}; {label_a} faster in {p:.0%} of resamples)")
+    if result.measure == STEPS_TO_SOLVE:  # context only, never the verdict: the loss can rank settings differently
+        area_a, area_b = (float(np.median(x)) for x in loss_areas(history, a, b))
+        evidence += f"; for context, {LOSS_AREA} {_fmt(area_a, LOSS_AREA)} vs {_fmt(area_b, LOSS_AREA)}"
     return Check(outcome, result.enough_seeds, evidence)
 
 

@@ -158,7 +158,7 @@ def heatmap_figure(frame: pd.DataFrame, title: str):
             image = draw_heatmap(ax, own, norm)
             ax.set_title(f"{cell}, {int(digits)} digits")
     if image is not None:
-        bar = fig.colorbar(image, ax=axes, label="median steps to solve over seeds (log scale)", shrink=0.8)
+        bar = fig.colorbar(image, ax=axes, label="median steps to solve (log scale)", shrink=0.9 if len(cells) > 1 else 1.0)
         bar.ax.yaxis.set_major_formatter(ScalarFormatter())
         bar.ax.yaxis.set_minor_formatter(ScalarFormatter())
     fig.suptitle(title)

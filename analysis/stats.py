@@ -19,7 +19,7 @@ N_BOOT = 2000
 BOOT_SEED = 0  # every bootstrap restarts from this seed, so results do not depend on call order
 CONFIDENCE = 0.95
 STEPS_TO_SOLVE = "steps to solve"
-LOSS_AREA = "area under log10 train loss"
+LOSS_AREA = "mean log10 train loss"
 
 
 def _resample(values: np.ndarray, stat) -> np.ndarray:
@@ -103,11 +103,16 @@ def loss_area(history: pd.DataFrame, trial_ids, horizon: float) -> np.ndarray:
     return np.asarray(out)
 
 
+def loss_areas(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per-trial loss area of both settings over the steps every compared trial trained."""
+    last_steps = history[history[TRIAL_ID].isin(pd.concat([a, b])[TRIAL_ID])].groupby(TRIAL_ID)[STEP].max()
+    horizon = float(last_steps.min()) if len(last_steps) else 0.0
+    return loss_area(history, a[TRIAL_ID], horizon), loss_area(history, b[TRIAL_ID], horizon)
+
+
 def converges_faster(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
     """Compare the trials of two settings with the module's measure and its fallback."""
     solve_a, solve_b = steps_to_solve(a), steps_to_solve(b)
     if np.isfinite(np.median(solve_a)) or np.isfinite(np.median(solve_b)):
         return compare(solve_a, solve_b, STEPS_TO_SOLVE)
-    last_steps = history[history[TRIAL_ID].isin(pd.concat([a, b])[TRIAL_ID])].groupby(TRIAL_ID)[STEP].max()
-    horizon = float(last_steps.min())  # the steps every compared trial trained
-    return compare(loss_area(history, a[TRIAL_ID], horizon), loss_area(history, b[TRIAL_ID], horizon), LOSS_AREA)
+    return compare(*loss_areas(history, a, b), LOSS_AREA)
