@@ -30,6 +30,7 @@ END_MARKERS = {  # how a curve that ended early is marked
     "solved": dict(marker="o", s=40, facecolors="none", label="stopped when solved"),
     "diverged": dict(marker="X", s=70, color="red", label="diverged (non-finite loss)"),
     "error": dict(marker="s", s=40, color="black", label="trial error"),
+    "running": dict(marker=">", s=40, label="unfinished (partial sweep)"),
 }
 
 

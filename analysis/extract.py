@@ -14,7 +14,7 @@ from analysis.stats import band, steps_to_solve
 # The seed's default run: every figure holds the factors it does not vary at these values.
 SEED_DEFAULT = {"cell": "RNN", "layers": 2, "lr": 0.001}
 SETTING_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c != "seed")
-MARKED_STOPS = ("early_stopped", "solved", "diverged", "error")  # curves that end before max_steps
+MARKED_STOPS = ("early_stopped", "solved", "diverged", "error", "running")  # curves that end before max_steps
 CURVE_COLUMNS = ("panel", "series", STEP, "value", "low", "high", "n_seeds", "band", "kind", "seed")
 HEATMAP_COLUMNS = ("cell", "digits", "lr", "layers", "median_steps_to_solve", "low", "high", "n_solved", "n_seeds", "band")
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from analysis.claims import check_claims, verdict, Check
-from tests.analysis_frames import frames, grid
+from analysis.claims import Check, check_claims, main, verdict
+from tests.analysis_frames import frames, grid, trial, write_experiment
 
 AXES = dict(digits=(10, 20, 50, 100), lr=(0.001, 0.01, 0.1), layers=(1, 2, 3), cell=("RNN", "LSTM", "GRU"))
 
@@ -85,3 +85,21 @@ def test_verdict_rules():
     assert verdict([agree, disagree]) == "refuted"
     assert verdict([agree, unclear]) == "inconclusive"
     assert verdict([agree, Check("agree", False, "")]) == "suggested"
+
+
+def test_unfinished_trials_of_a_partial_sweep_are_left_out_not_counted_unsolved():
+    specs = grid(as_claimed, digits=(10, 20), lr=(0.001,), layers=(2,), cell=("RNN",))
+    specs += [trial(solve_at=None, end_at=100, stop_reason="running", seed=s, digits=10) for s in (5, 6, 7)]
+    history, trials = frames(specs)
+    result = {r.claim: r for r in check_claims(history, trials)}["C2"]
+    assert result.verdict == "supported"  # 3 never-solving 10-digit trials would have made 10 digits slower
+    assert "3 unfinished trials (running or error) left out" in result.untested
+
+
+def test_claims_cli_prints_the_table_or_exits_2(tmp_path, capsys):
+    folder = write_experiment(tmp_path / "exp", grid(as_claimed, digits=(10, 20), lr=(0.001, 0.01), layers=(2,), cell=("RNN",)))
+    assert main([str(folder)]) == 0
+    printed = capsys.readouterr().out
+    assert f"experiment: {folder}" in printed and "C2 [supported]" in printed and "C5 [not testable]" in printed
+    assert main([str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
