@@ -24,7 +24,7 @@ from analysis.stats import (  # noqa: E402
 
 SEED_LENGTHS = (10, 20, 50, 100)
 REPORT_ACCURACY = 0.995  # the seed prints accuracy to two decimals: 1.00 means >= 0.995
-SEED_GRID_HINT = "the seed grid (`--grid seed`: digits 10/20/50/100 x lr 0.001/0.01/0.1 x layers x RNN/LSTM/GRU)"
+SEED_GRID_HINT = "the seed grid, `--grid seed --seeds 3` (the report's one-factor studies of digits, lr, layers and cell)"
 MEASURE = (f"converges faster = lower median {STEPS_TO_SOLVE} over seeds (unsolved seeds count as never); "
            "when neither setting of a pair is solved by most seeds, lower mean log10 train loss over the steps both trained")
 
@@ -63,7 +63,7 @@ def verdict(checks: list[Check]) -> str:
 
 def _fmt(value: float, measure: str) -> str:
     if not np.isfinite(value):
-        return "unsolved"
+        return "unsolved" if measure == STEPS_TO_SOLVE else "diverged"
     return f"{value:.0f}" if measure == STEPS_TO_SOLVE else f"{value:.2f}"
 
 
@@ -100,6 +100,10 @@ def _present(trials: pd.DataFrame, column: str, wanted) -> tuple[list, list]:
 def _finish(result: ClaimResult, checks: list[Check]) -> ClaimResult:
     result.verdict = verdict(checks)
     result.evidence += [c.evidence for c in checks]
+    if result.verdict == "not testable" and not any("--grid seed" in u for u in result.untested):
+        result.untested.append(f"testable with {SEED_GRID_HINT}")
+    if result.verdict.startswith("suggested") or (result.verdict == "inconclusive" and not all(c.enough_seeds for c in checks)):
+        result.untested.append(f"fewer than {MIN_SEEDS} seeds per setting: rerun with `--seeds {MIN_SEEDS}` to decide it")
     return result
 
 
@@ -194,13 +198,13 @@ def _gap_trend(history: pd.DataFrame, trials: pd.DataFrame, lengths: list, one: 
         if len(a) and len(b):
             ma, mb = np.median(steps_to_solve(a)), np.median(steps_to_solve(b))
             gaps.append((digits, abs(ma - mb) if np.isfinite(ma) and np.isfinite(mb) else np.inf))
-    shown = ", ".join(f"{d} digits {_fmt(g, STEPS_TO_SOLVE)}" for d, g in gaps)
+    shown = ", ".join(f"{d} digits {_fmt(g, STEPS_TO_SOLVE) if np.isfinite(g) else 'n/a (unsolved)'}" for d, g in gaps)
     return f"{one}-{other} gap in median steps to solve: {shown or 'n/a'} (point estimates, not part of the verdict)"
 
 
 def check_c5(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
     result = ClaimResult("C5", "speed RNN > LSTM > GRU at 10 digits, RNN > GRU > LSTM at 20/50/100 (2 layers, lr 0.001)")
-    cells, missing_cells = _present(trials, "cell", ("RNN", "LSTM", "GRU"))
+    _, missing_cells = _present(trials, "cell", ("RNN", "LSTM", "GRU"))
     if missing_cells:
         result.untested.append(f"cells {missing_cells} not in the sweep: {SEED_GRID_HINT}")
         return result

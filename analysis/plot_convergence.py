@@ -66,6 +66,10 @@ def _held(chosen: Slice) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.fixed.items())
 
 
+def _sentences(notes: list[str]) -> str:
+    return "".join(f"{n[0].upper()}{n[1:]}. " for n in notes)
+
+
 def _band_note(frame: pd.DataFrame) -> str:
     kinds = set(frame.loc[frame["kind"] == "mean", "band"]) - {"none"}
     if kinds == {"bootstrap95"}:
@@ -83,12 +87,15 @@ def curve_figures(experiment, out: Path, metric: str, skipped: list[str]) -> lis
             skipped.append(f"{spec.name}: the sweep did not vary {spec.series} (only {values})")
             continue
         frame, chosen = curves(experiment.history, experiment.trials, spec.series, spec.panel, metric)
+        if frame.empty or frame.loc[frame["kind"] == "mean", "series"].nunique() < 2:
+            skipped.append(f"{spec.name}: fewer than two {spec.series} values with {metric} data at the held settings")
+            continue
         held = _held(chosen) or "nothing else varied"
         title = f"{spec.title}: {metric.replace('_', ' ')}\nheld fixed: {held}"
         fig = draw.curve_figure(frame, metric, spec.series, title, _band_note(frame))
         save_figure(fig, frame, out, f"{spec.name}_{metric}")
         note = (f"Held fixed: {held}. {_band_note(frame).capitalize()}; after a marker the mean is over the seeds "
-                "still training. " + "".join(f"{n[0].upper()}{n[1:]}. " for n in chosen.notes))
+                "still training. " + _sentences(chosen.notes))
         entries.append(FigureEntry(f"{spec.name}_{metric}", f"{spec.title}: {metric}", note.strip()))
     return entries
 
@@ -104,7 +111,7 @@ def heatmap_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntr
     save_figure(fig, frame, out, "heatmap_steps_to_solve")
     note = (f"Held fixed: {held}. Each square: median over seeds of the first evaluated step with exact match 1.0; "
             "'k/n solved' when some seeds never solved; hatched 'unsolved' when most seeds never solved. "
-            + "".join(f"{n[0].upper()}{n[1:]}. " for n in chosen.notes)).strip()
+            + _sentences(chosen.notes)).strip()
     return [FigureEntry("heatmap_steps_to_solve", "Steps to solve: lr x layers per cell and digit length", note)]
 
 
