@@ -13,10 +13,11 @@ from tune_adder.metrics import HISTORY_COLUMNS, TRIAL_COLUMNS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run_quick_sweep(storage: Path) -> Path:
+def _run_quick_sweep(storage: Path, address: str | None) -> Path:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "tune_adder.sweep", "--grid", "quick", "--storage", str(storage), "--name", "quick-e2e",
                "--max-steps", "20", "--eval-every", "10", "--eval-size", "50", "--seeds", "1", "--quiet"]
+    command += ["--address", address] if address else []
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return storage / "quick-e2e"
@@ -24,11 +25,12 @@ def _run_quick_sweep(storage: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def quick_experiment(request, tmp_path_factory) -> Path:
-    """The sweep's own session fixture when tests/conftest.py has one, else a quick sweep of our own."""
+    """A real quick sweep; it joins the session's Ray cluster when tests/conftest.py provides one."""
     try:
-        return Path(request.getfixturevalue("quick_sweep_dir"))
+        address = request.getfixturevalue("ray_address")
     except pytest.FixtureLookupError:
-        return _run_quick_sweep(tmp_path_factory.mktemp("storage"))
+        address = None  # the sweep starts (and stops) its own local Ray
+    return _run_quick_sweep(tmp_path_factory.mktemp("storage"), address)
 
 
 def test_quick_sweep_frames_match_the_contract_and_are_analysed(quick_experiment, tmp_path):
