@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib
 
@@ -45,6 +46,11 @@ def series_order(values) -> list:
 def series_colors(values) -> dict:
     cmap = plt.get_cmap("tab10")
     return {v: cmap(i % 10) for i, v in enumerate(series_order(values))}
+
+
+def _wrap(title: str, width_inches: float) -> str:
+    """Wrap each title line to the figure's width (about 9 characters an inch at the default size)."""
+    return "\n".join(textwrap.fill(line, max(30, int(width_inches * 9))) for line in title.split("\n"))
 
 
 def draw_curves(ax, frame: pd.DataFrame, metric: str, factor: str, colors: dict) -> None:
@@ -102,7 +108,7 @@ def curve_figure(frame: pd.DataFrame, metric: str, factor: str, title: str, band
             ax.set_title(f"{int(panel)} digits")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(title)
+    fig.suptitle(_wrap(title, width))
     handles = _legend_handles(frame, factor, colors)
     fig.legend(handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), int(width / 1.7))), frameon=False,
                title=band_note, title_fontsize="small")
@@ -162,5 +168,5 @@ def heatmap_figure(frame: pd.DataFrame, title: str):
         bar = fig.colorbar(image, ax=axes, label="median steps to solve (log scale)", shrink=0.9 if len(cells) > 1 else 1.0)
         bar.ax.yaxis.set_major_formatter(ScalarFormatter())
         bar.ax.yaxis.set_minor_formatter(ScalarFormatter())
-    fig.suptitle(title)
+    fig.suptitle(_wrap(title, fig.get_figwidth()))
     return fig
