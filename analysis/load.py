@@ -68,7 +68,19 @@ def _read_settings(path: Path, notes: list[str]) -> dict:
     return settings if isinstance(settings, dict) else {}
 
 
+NUMERIC = ("digits", "lr", "layers", "seed", "max_steps")  # config columns the figures sort, match and label
+NUMERIC_HISTORY = (STEP, "train_loss", "val_loss", "val_exact_match")
+
+
+def _check_numeric(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:
+    for column in columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            raise InputError(f"{name} column {column!r} has type {frame[column].dtype}; expected numbers")
+
+
 def _normalise(history: pd.DataFrame, trials: pd.DataFrame, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    _check_numeric(trials, NUMERIC, "trials.parquet")
+    _check_numeric(history, NUMERIC + NUMERIC_HISTORY, "history.parquet")
     bad = sorted(set(trials["stop_reason"].dropna()) - set(STOP_REASONS))
     if bad:
         raise InputError(f"trials.parquet stop_reason has {bad}; allowed: {list(STOP_REASONS)}")

@@ -124,3 +124,19 @@ def test_no_results_folder_exits_2(tmp_path, capsys, monkeypatch):
     assert main([]) == 2
     assert "no experiment under" in capsys.readouterr().err
     assert list(tmp_path.rglob("*")) == [tmp_path / "results"]
+
+
+def test_frames_that_break_the_contract_exit_2(tmp_path, capsys):
+    folder = write_experiment(tmp_path / "exp", [trial(solve_at=300)])
+    history, trials = frames([trial(solve_at=300)])
+    trials.assign(stop_reason="exploded").to_parquet(folder / "trials.parquet")
+    assert main([str(folder)]) == 2
+    assert "stop_reason has ['exploded']" in capsys.readouterr().err
+    trials.to_parquet(folder / "trials.parquet")
+    history.assign(step="ten").to_parquet(folder / "history.parquet")
+    assert main([str(folder)]) == 2
+    assert "history.parquet column 'step'" in capsys.readouterr().err
+    history.drop(columns="val_loss").to_parquet(folder / "history.parquet")
+    assert main([str(folder)]) == 2
+    assert "lacks columns ['val_loss']" in capsys.readouterr().err
+    assert not (folder / "analysis").exists()
