@@ -83,3 +83,12 @@ def test_converges_faster_uses_steps_to_solve_then_the_loss_area_when_neither_so
     history, trials = frames(specs)
     result = converges_faster(history, trials[trials["lr"] == 0.01], trials[trials["lr"] == 0.001])
     assert result.measure == LOSS_AREA and result.winner == "a" and result.a[0] < result.b[0]
+
+
+def test_heatmap_leaves_out_cells_run_at_a_single_lr_and_depth():
+    specs = [trial(solve_at=300, seed=i, lr=lr, layers=n) for i in range(3) for lr, n in ((0.001, 2), (0.01, 2), (0.001, 3))]
+    specs += [trial(solve_at=400, seed=i, cell="GRU") for i in range(3)]
+    _, trials = frames(specs)
+    heat, chosen = solve_heatmap(trials)
+    assert set(heat["cell"]) == {"RNN"} and len(heat) == 3
+    assert chosen.notes == ["cells ['GRU'] left out: run at one (lr, layers) per digit length only"]
