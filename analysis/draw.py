@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 from tune_adder.metrics import STEP  # noqa: E402
 
@@ -166,7 +166,8 @@ def heatmap_figure(frame: pd.DataFrame, title: str):
             ax.set_title(f"{cell}, {int(digits)} digits")
     if image is not None:
         bar = fig.colorbar(image, ax=axes, label="median steps to solve (log scale)", shrink=0.9 if len(cells) > 1 else 1.0)
+        bar.ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 50, 100, 200, 500: never crowded
         bar.ax.yaxis.set_major_formatter(ScalarFormatter())
-        bar.ax.yaxis.set_minor_formatter(ScalarFormatter())
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(_wrap(title, fig.get_figwidth()))
     return fig
