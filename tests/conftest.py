@@ -72,12 +72,11 @@ def _wait_for_ray(address: str, proc: subprocess.Popen, timeout: float = 90.0) -
 @pytest.fixture(scope="session")
 def ray_address() -> str:
     """Start a 2-CPU Ray head for the whole session and return its address."""
-    ports = free_ports(len(PORT_FLAGS) + 2)
+    ports = free_ports(len(PORT_FLAGS))
     temp_dir = tempfile.mkdtemp(prefix="rt_")  # short: Ray's socket paths must stay under ~100 chars
     cmd = [str(RAY_BIN), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
            "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp_dir,
-           "--node-ip-address", "127.0.0.1",
-           "--min-worker-port", str(min(ports[-2:])), "--max-worker-port", str(min(ports[-2:]) + 200)]  # fmt: skip
+           "--node-ip-address", "127.0.0.1", "--min-worker-port", "0", "--max-worker-port", "0"]  # 0: random ports
     for flag, port in zip(PORT_FLAGS, ports):
         cmd += [flag, str(port)]
     log = open(os.path.join(temp_dir, "ray_start.log"), "w")
