@@ -1,0 +1,281 @@
+"""Verdicts on the seed report's claims C1-C6 from a sweep's result frames, with the numbers behind them.
+
+Run `python analysis/claims.py [EXPERIMENT_DIR]` to print the table; plot_convergence.py runs it too.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tune_adder.metrics import STEP, TRIAL_ID  # noqa: E402
+
+from analysis.extract import hold_fixed, select, series_label, varied  # noqa: E402
+from analysis.stats import (  # noqa: E402
+    LOSS_AREA, MIN_SEEDS, STEPS_TO_SOLVE, Comparison, converges_faster, loss_areas, steps_to_solve,
+)
+
+SEED_LENGTHS = (10, 20, 50, 100)
+REPORT_ACCURACY = 0.995  # the seed prints accuracy to two decimals: 1.00 means >= 0.995
+SEED_GRID_HINT = "the seed grid, `--grid seed --seeds 3` (the report's one-factor studies of digits, lr, layers and cell)"
+MEASURE = (f"converges faster = lower median {STEPS_TO_SOLVE} over seeds (unsolved seeds count as never); "
+           "when neither setting of a pair is solved by most seeds, lower mean log10 train loss over the steps both trained")
+
+
+@dataclass
+class Check:
+    """One sub-claim, e.g. 'at 20 digits lr 0.01 is faster than lr 0.001'."""
+
+    outcome: str  # "agree", "disagree" or "unclear"
+    enough_seeds: bool
+    evidence: str
+
+
+@dataclass
+class ClaimResult:
+    claim: str
+    statement: str
+    verdict: str = "not testable"
+    evidence: list[str] = field(default_factory=list)
+    untested: list[str] = field(default_factory=list)  # parts of the claim this sweep cannot test
+
+
+def verdict(checks: list[Check]) -> str:
+    """supported/refuted need MIN_SEEDS seeds everywhere; with fewer the data only 'suggest' either way."""
+    if not checks:
+        return "not testable"
+    outcomes = {c.outcome for c in checks}
+    if not all(c.enough_seeds for c in checks):
+        if outcomes == {"agree"}:
+            return "suggested"
+        return "suggested against" if "disagree" in outcomes else "inconclusive"
+    if "disagree" in outcomes:
+        return "refuted"
+    return "supported" if outcomes == {"agree"} else "inconclusive"
+
+
+def _fmt(value: float, measure: str) -> str:
+    if not np.isfinite(value):
+        return "unsolved" if measure == STEPS_TO_SOLVE else "diverged"
+    return f"{value:.0f}" if measure == STEPS_TO_SOLVE else f"{value:.2f}"
+
+
+def _fmt_band(stat: tuple[float, float, float], measure: str) -> str:
+    median, low, high = stat
+    return f"{_fmt(median, measure)} [{_fmt(low, measure)}, {_fmt(high, measure)}]"
+
+
+def _setting(trials: pd.DataFrame, **values) -> pd.DataFrame:
+    """Trials at `values`, every other varied config column held at the seed default (or commonest value)."""
+    held = hold_fixed(trials, tuple(values))
+    return select(trials, {**held.fixed, **values})
+
+
+def faster(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str) -> Check:
+    """The claim says `a` converges faster than `b`."""
+    result: Comparison = converges_faster(history, a, b)
+    outcome = {"a": "agree", "b": "disagree", None: "unclear"}[result.winner]
+    p = result.p_a_faster
+    evidence = (f"{label_a}: {_fmt_band(result.a, result.measure)} vs {label_b}: {_fmt_band(result.b, result.measure)} "
+                f"({result.measure}, n={result.n_a}/{result.n_b}; {label_a} faster in {p:.0%} of resamples)")
+    if result.measure == STEPS_TO_SOLVE:  # context only, never the verdict: the loss can rank settings differently
+        area_a, area_b = (float(np.median(x)) for x in loss_areas(history, a, b))
+        evidence += f"; for context, {LOSS_AREA} {_fmt(area_a, LOSS_AREA)} vs {_fmt(area_b, LOSS_AREA)}"
+    return Check(outcome, result.enough_seeds, evidence)
+
+
+def _present(trials: pd.DataFrame, column: str, wanted) -> tuple[list, list]:
+    have = varied(trials, column)
+    found = [w for w in wanted if any(w == h or (isinstance(h, float) and np.isclose(h, w)) for h in have)]
+    return found, [w for w in wanted if w not in found]
+
+
+def _finish(result: ClaimResult, checks: list[Check]) -> ClaimResult:
+    result.verdict = verdict(checks)
+    result.evidence += [c.evidence for c in checks]
+    if result.verdict == "not testable" and not any("--grid seed" in u for u in result.untested):
+        result.untested.append(f"testable with {SEED_GRID_HINT}")
+    if result.verdict.startswith("suggested") or (result.verdict == "inconclusive" and not all(c.enough_seeds for c in checks)):
+        result.untested.append(f"fewer than {MIN_SEEDS} seeds per setting: rerun with `--seeds {MIN_SEEDS}` to decide it")
+    return result
+
+
+def _exact_match_by(history: pd.DataFrame, trial: pd.Series, step: int) -> float:
+    """val_exact_match at the last evaluation at or before `step` (1.0 once solved and stopped)."""
+    curve = history[(history[TRIAL_ID] == trial[TRIAL_ID]) & (history[STEP] <= step)]
+    solved_at = trial["steps_to_solve"]
+    if not pd.isna(solved_at) and solved_at <= step:
+        return 1.0
+    return float(curve["val_exact_match"].iloc[-1]) if len(curve) else float("nan")
+
+
+def check_c1(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
+    result = ClaimResult("C1", "10/20/50/100 digits: 1000 steps at lr 0.001 (RNN, 2 layers) reach test accuracy 1.00")
+    lengths, missing = _present(trials, "digits", SEED_LENGTHS)
+    result.untested += [f"{d} digits not in the sweep" for d in missing]
+    checks = []
+    for digits in lengths:
+        group = _setting(trials, digits=digits, cell="RNN", layers=2, lr=0.001)
+        if group.empty:
+            result.untested.append(f"{digits} digits: no RNN/2 layers/lr 0.001 trial")
+            continue
+        if group["max_steps"].max() < 1000 and not np.isfinite(steps_to_solve(group)).all():
+            result.untested.append(f"{digits} digits: max_steps {group['max_steps'].max()} < 1000 and not all seeds solved")
+            continue
+        scores = np.array([_exact_match_by(history, t, 1000) for _, t in group.iterrows()])
+        reached = int((scores >= REPORT_ACCURACY).sum())
+        outcome = "agree" if reached == len(scores) else "disagree" if reached < len(scores) / 2 else "unclear"
+        checks.append(Check(outcome, len(scores) >= MIN_SEEDS,
+                            f"{digits} digits: exact match at step 1000 mean {np.nanmean(scores):.3f} "
+                            f"(min {np.nanmin(scores):.3f}, max {np.nanmax(scores):.3f}); {reached}/{len(scores)} seeds reach 1.00"))
+    return _finish(result, checks)
+
+
+def check_c2(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
+    result = ClaimResult("C2", "the longer the numbers, the slower the loss converges (RNN, 2 layers, lr 0.001)")
+    lengths = [d for d in varied(trials, "digits") if not _setting(trials, digits=d, cell="RNN", layers=2, lr=0.001).empty]
+    if len(lengths) < 2:
+        result.untested.append(f"needs two or more digit lengths at RNN/2 layers/lr 0.001: {SEED_GRID_HINT}")
+        return result
+    checks = [faster(history, _setting(trials, digits=short, cell="RNN", layers=2, lr=0.001),
+                     _setting(trials, digits=long, cell="RNN", layers=2, lr=0.001), f"{short} digits", f"{long} digits")
+              for short, long in zip(lengths, lengths[1:])]
+    return _finish(result, checks)
+
+
+def check_c3(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
+    result = ClaimResult("C3", "lr 0.01 and 0.1 converge clearly faster than 0.001 at 10, 20, 50 digits (RNN, 2 layers)")
+    lengths, missing = _present(trials, "digits", (10, 20, 50))
+    lrs, missing_lr = _present(trials, "lr", (0.01, 0.1))
+    result.untested += [f"{d} digits not in the sweep" for d in missing] + [f"lr {lr} not in the sweep" for lr in missing_lr]
+    if not _present(trials, "lr", (0.001,))[0] or not lrs:
+        result.untested.append(f"needs lr 0.001 and 0.01 or 0.1: {SEED_GRID_HINT}")
+        return result
+    checks = []
+    for digits in lengths:
+        slow = _setting(trials, digits=digits, cell="RNN", layers=2, lr=0.001)
+        for lr in lrs:
+            fast = _setting(trials, digits=digits, cell="RNN", layers=2, lr=lr)
+            if len(slow) and len(fast):
+                checks.append(faster(history, fast, slow, f"{digits} digits lr {lr:g}", "lr 0.001"))
+    return _finish(result, checks)
+
+
+def check_c4(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
+    result = ClaimResult("C4", "10/20 digits: more layers converge faster; 50/100 digits: 2 layers fastest (RNN, lr 0.001)")
+    depths = varied(trials, "layers")
+    if len(depths) < 2:
+        result.untested.append(f"the sweep has one depth ({depths}): needs two or more, {SEED_GRID_HINT}")
+        return result
+    lengths, missing = _present(trials, "digits", SEED_LENGTHS)
+    result.untested += [f"{d} digits not in the sweep" for d in missing]
+    checks = []
+    for digits in lengths:
+        at = {n: _setting(trials, digits=digits, cell="RNN", lr=0.001, layers=n) for n in depths}
+        if digits in (10, 20):
+            pairs = [(deep, shallow) for shallow, deep in zip(depths, depths[1:])]
+        elif 2 in depths:
+            pairs = [(2, n) for n in depths if n != 2]
+        else:
+            result.untested.append(f"{digits} digits: 2 layers not in the sweep")
+            continue
+        checks += [faster(history, at[a], at[b], f"{digits} digits {series_label('layers', a)}", series_label("layers", b))
+                   for a, b in pairs if len(at[a]) and len(at[b])]
+    return _finish(result, checks)
+
+
+def _gap_trend(history: pd.DataFrame, trials: pd.DataFrame, lengths: list, one: str, other: str) -> str:
+    gaps = []
+    for digits in lengths:
+        a, b = (_setting(trials, digits=digits, layers=2, lr=0.001, cell=c) for c in (one, other))
+        if len(a) and len(b):
+            ma, mb = np.median(steps_to_solve(a)), np.median(steps_to_solve(b))
+            gaps.append((digits, abs(ma - mb) if np.isfinite(ma) and np.isfinite(mb) else np.inf))
+    shown = ", ".join(f"{d} digits {_fmt(g, STEPS_TO_SOLVE) if np.isfinite(g) else 'n/a (unsolved)'}" for d, g in gaps)
+    return f"{one}-{other} gap in median steps to solve: {shown or 'n/a'} (point estimates, not part of the verdict)"
+
+
+def check_c5(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
+    result = ClaimResult("C5", "speed RNN > LSTM > GRU at 10 digits, RNN > GRU > LSTM at 20/50/100 (2 layers, lr 0.001)")
+    _, missing_cells = _present(trials, "cell", ("RNN", "LSTM", "GRU"))
+    if missing_cells:
+        result.untested.append(f"cells {missing_cells} not in the sweep: {SEED_GRID_HINT}")
+        return result
+    lengths, missing = _present(trials, "digits", SEED_LENGTHS)
+    result.untested += [f"{d} digits not in the sweep" for d in missing]
+    result.untested.append("the gap trends (LSTM-GRU widens, RNN-GRU narrows) are reported as point estimates only")
+    checks = []
+    for digits in lengths:
+        order = ("RNN", "LSTM", "GRU") if digits == 10 else ("RNN", "GRU", "LSTM")
+        at = {c: _setting(trials, digits=digits, layers=2, lr=0.001, cell=c) for c in order}
+        checks += [faster(history, at[a], at[b], f"{digits} digits {a}", b)
+                   for a, b in zip(order, order[1:]) if len(at[a]) and len(at[b])]
+    result = _finish(result, checks)
+    result.evidence += [_gap_trend(history, trials, lengths, "LSTM", "GRU"), _gap_trend(history, trials, lengths, "RNN", "GRU")]
+    return result
+
+
+def check_c6(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
+    result = ClaimResult("C6", "RNN, 2 layers, lr 0.01 trains well (every seed solves within max_steps) at every length")
+    checks = []
+    for digits in varied(trials, "digits"):
+        group = _setting(trials, digits=digits, cell="RNN", layers=2, lr=0.01)
+        if group.empty:
+            result.untested.append(f"{digits} digits: no RNN/2 layers/lr 0.01 trial")
+            continue
+        solve = steps_to_solve(group)
+        solved = int(np.isfinite(solve).sum())
+        outcome = "agree" if solved == len(solve) else "disagree" if solved < len(solve) / 2 else "unclear"
+        checks.append(Check(outcome, len(solve) >= MIN_SEEDS, f"{digits} digits: {solved}/{len(solve)} seeds solve, "
+                            f"median steps to solve {_fmt(float(np.median(solve)), STEPS_TO_SOLVE)} "
+                            f"(max_steps {int(group['max_steps'].max())})"))
+    return _finish(result, checks)
+
+
+CHECKS = (check_c1, check_c2, check_c3, check_c4, check_c5, check_c6)
+
+
+UNFINISHED = ("running", "error")  # a partial sweep's open trials: not solved *yet* is not "never solves"
+
+
+def check_claims(history: pd.DataFrame, trials: pd.DataFrame) -> list[ClaimResult]:
+    finished = trials[~trials["stop_reason"].isin(UNFINISHED)]
+    results = [check(history, finished) for check in CHECKS]
+    if len(finished) < len(trials):
+        for result in results:
+            result.untested.append(f"{len(trials) - len(finished)} unfinished trials (running or error) left out")
+    return results
+
+
+def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
+    """One row per claim: what the table in report.md and FINDINGS.md shows."""
+    return pd.DataFrame([dict(claim=r.claim, statement=r.statement, verdict=r.verdict, evidence="; ".join(r.evidence),
+                              untested="; ".join(r.untested)) for r in results])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analysis.load import InputError, latest_experiment, load_experiment
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        experiment = load_experiment(Path(args[0]) if args else latest_experiment())
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"experiment: {experiment.path}\n{MEASURE}")
+    for r in check_claims(experiment.history, experiment.trials):
+        print(f"\n{r.claim} [{r.verdict}] {r.statement}")
+        for line in r.evidence + [f"untested: {u}" for u in r.untested]:
+            print(f"  - {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""report.md for one experiment: settings and cost, figures, the claims table, the best configs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tune_adder.metrics import METRIC, STOP_REASONS
+
+from analysis.claims import MEASURE, ClaimResult
+from analysis.extract import SETTING_COLUMNS
+from analysis.load import Experiment
+from analysis.stats import band, steps_to_solve
+
+SETTINGS_ORDER = ("name", "grid", "search", "scheduler", "seeds", "max_steps", "stop_when_solved", "eval_every", "eval_size",
+                  "num_trials", "status", "command", "start_time", "end_time", "wall_time_s")
+
+
+@dataclass
+class FigureEntry:
+    name: str  # file stem: <name>.png/.svg/.csv
+    title: str
+    note: str  # what was held fixed, how bands are drawn
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """A GitHub markdown table (pandas' to_markdown needs tabulate, which is not a dependency)."""
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _show(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return f"`{text}`" if len(text) < 200 else f"`{text[:200]}...`"
+
+
+def settings_section(settings: dict) -> str:
+    if not settings:
+        return "## Settings\n\nexperiment.json was missing or unreadable: the sweep's settings are unknown.\n"
+    main = [k for k in SETTINGS_ORDER if k in settings]
+    rest = sorted(k for k in settings if k not in SETTINGS_ORDER)
+    text = "## Settings\n\n" + _table(pd.DataFrame({"setting": main, "value": [_show(settings[k]) for k in main]})) + "\n"
+    if rest:
+        more = _table(pd.DataFrame({"setting": rest, "value": [_show(settings[k]) for k in rest]}))
+        text += f"\n<details><summary>All other settings in experiment.json</summary>\n\n{more}\n\n</details>\n"
+    return text
+
+
+def sweep_wall_time(settings: dict) -> str:
+    """The sweep's wall time from experiment.json: the total, or the sum of its sessions if it never finished."""
+    total = settings.get("wall_time_s")
+    if isinstance(total, (int, float)):
+        return f"{total / 60:.1f} min"
+    sessions = [s.get("wall_time_s") for s in settings.get("sessions", []) if isinstance(s, dict)]
+    known = [w for w in sessions if isinstance(w, (int, float))]
+    if known:
+        return f"{sum(known) / 60:.1f} min over {len(known)} session(s), sweep status {settings.get('status', 'unknown')}"
+    return "unknown (experiment.json has no wall time)"
+
+
+def cost_section(experiment: Experiment) -> str:
+    trials, settings = experiment.trials, experiment.settings
+    reasons = trials["stop_reason"].value_counts()
+    planned = settings.get("num_trials")
+    count = f"{len(trials)} of {planned} planned" if isinstance(planned, int) and planned != len(trials) else str(len(trials))
+    rows = [("trials", count),
+            ("steps trained (all trials)", f"{int(trials['steps_trained'].sum()):,}"),
+            ("sweep wall time", sweep_wall_time(settings)),
+            ("trial time (sum over trials)", f"{pd.to_numeric(trials['wall_time_s']).sum() / 60:.1f} min"),
+            ("stopped before max_steps", int((trials["stop_reason"] != "completed").sum()))]
+    rows += [(f"stop reason: {r}", int(reasons.get(r, 0))) for r in STOP_REASONS if reasons.get(r, 0)]
+    return "## Cost\n\n" + _table(pd.DataFrame(rows, columns=["", "value"])) + "\n"
+
+
+def figures_section(figures: list[FigureEntry], skipped: list[str]) -> str:
+    parts = ["## Figures\n"]
+    for fig in figures:
+        parts.append(f"### {fig.title}\n\n![{fig.title}]({fig.name}.png)\n\n{fig.note} Data: [`{fig.name}.csv`]({fig.name}.csv), "
+                     f"vector: [`{fig.name}.svg`]({fig.name}.svg).\n")
+    parts += [f"- skipped: {line}" for line in skipped]
+    return "\n".join(parts) + "\n"
+
+
+def claims_section(results: list[ClaimResult]) -> str:
+    table = pd.DataFrame([(r.claim, f"**{r.verdict}**", r.statement) for r in results], columns=["claim", "verdict", "statement"])
+    parts = ["## Claims of the seed report\n", f"Measure: {MEASURE}. Intervals: median [95% bootstrap CI over seeds; "
+             f"min-max with fewer than 3 seeds]. Fewer than 3 seeds give at most *suggested*.\n", _table(table), ""]
+    for r in results:
+        parts.append(f"**{r.claim}** ({r.verdict}): {r.statement}\n")
+        parts += [f"- {line}" for line in r.evidence] + [f"- untested: {line}" for line in r.untested] + [""]
+    return "\n".join(parts)
+
+
+def setting_summary(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per setting (config without seed): seeds, best exact match and steps to solve over seeds."""
+    varied_columns = ["digits"] + [c for c in SETTING_COLUMNS if c != "digits" and trials[c].nunique() > 1]
+    rows = []
+    for key, group in trials.groupby(varied_columns, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        median, low, high, _ = band(steps_to_solve(group), np.median)
+        fmt = lambda v: "unsolved" if not np.isfinite(v) else f"{v:.0f}"  # noqa: E731
+        rows.append({**dict(zip(varied_columns, key)), "seeds": len(group),
+                     f"mean best {METRIC}": round(float(group["best_val_exact_match"].mean()), 3),
+                     "median steps to solve [CI]": f"{fmt(median)} [{fmt(low)}, {fmt(high)}]",
+                     "solved": f"{int(np.isfinite(steps_to_solve(group)).sum())}/{len(group)}",
+                     "_rank": (-group["best_val_exact_match"].mean(), median)})
+    return pd.DataFrame(rows)
+
+
+def best_section(trials: pd.DataFrame, per_length: int = 3) -> str:
+    summary = setting_summary(trials)
+    best = summary.sort_values("_rank").groupby("digits", sort=True).head(per_length).sort_values(["digits", "_rank"])
+    text = (f"## Best configs\n\nPer digit length, the {per_length} settings with the highest mean best {METRIC} over "
+            "seeds, ties broken by median steps to solve.\n\n" + _table(best.drop(columns="_rank")) + "\n")
+    full = _table(summary.drop(columns="_rank"))
+    return text + f"\n<details><summary>All {len(summary)} settings</summary>\n\n{full}\n\n</details>\n"
+
+
+def render(experiment: Experiment, figures: list[FigureEntry], skipped: list[str], results: list[ClaimResult]) -> str:
+    head = f"# Sweep report: `{experiment.path.name}`\n\nExperiment folder: `{experiment.path}`.\n"
+    if experiment.notes:
+        head += "\n" + "\n".join(f"- note: {n}" for n in experiment.notes) + "\n"
+    return "\n".join([head, settings_section(experiment.settings), cost_section(experiment),
+                      figures_section(figures, skipped), claims_section(results), best_section(experiment.trials)])

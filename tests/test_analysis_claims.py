@@ -1,0 +1,105 @@
+"""Claims C1-C6 on constructed sweeps whose verdicts are known: each supported, each refuted."""
+
+import pytest
+
+from analysis.claims import Check, check_claims, main, verdict
+from tests.analysis_frames import frames, grid, trial, write_experiment
+
+AXES = dict(digits=(10, 20, 50, 100), lr=(0.001, 0.01, 0.1), layers=(1, 2, 3), cell=("RNN", "LSTM", "GRU"))
+
+
+def as_claimed(c: dict) -> int:
+    """Steps to solve in a world where every seed claim holds (all solved by 1000 where C1/C6 look)."""
+    short = c["digits"] in (10, 20)
+    steps = {10: 100, 20: 200, 50: 400, 100: 600}[c["digits"]]
+    steps += {0.001: 300, 0.01: 0, 0.1: 100}[c["lr"]]
+    steps += ({1: 200, 2: 100, 3: 0} if short else {1: 100, 2: 0, 3: 100})[c["layers"]]
+    order = ("RNN", "LSTM", "GRU") if c["digits"] == 10 else ("RNN", "GRU", "LSTM")
+    return steps + 100 * order.index(c["cell"])
+
+
+def against_claims(c: dict) -> int | None:
+    """Every ordering reversed; RNN/2/lr 0.001 never solves 100 digits, RNN/2/lr 0.01 never solves 10."""
+    if (c["cell"], c["layers"]) == ("RNN", 2) and (c["lr"], c["digits"]) in ((0.001, 100), (0.01, 10)):
+        return None
+    short = c["digits"] in (10, 20)
+    steps = {10: 400, 20: 300, 50: 200, 100: 100}[c["digits"]]
+    steps += {0.001: 0, 0.01: 200, 0.1: 300}[c["lr"]]
+    steps += ({1: 0, 2: 100, 3: 200} if short else {1: 0, 2: 200, 3: 0})[c["layers"]]
+    order = ("GRU", "LSTM", "RNN") if c["digits"] == 10 else ("LSTM", "GRU", "RNN")
+    return steps + 100 * order.index(c["cell"])
+
+
+def verdicts(solve, seeds=(0, 1, 2), **axes) -> dict:
+    history, trials = frames(grid(solve, seeds=seeds, **{**AXES, **axes}))
+    return {r.claim: r for r in check_claims(history, trials)}
+
+
+@pytest.fixture(scope="module")
+def supported():
+    return verdicts(as_claimed)
+
+
+@pytest.fixture(scope="module")
+def refuted():
+    return verdicts(against_claims)
+
+
+@pytest.mark.parametrize("claim", ["C1", "C2", "C3", "C4", "C5", "C6"])
+def test_each_claim_supported_when_the_data_agree(supported, claim):
+    assert supported[claim].verdict == "supported", supported[claim].evidence
+
+
+@pytest.mark.parametrize("claim", ["C1", "C2", "C3", "C4", "C5", "C6"])
+def test_each_claim_refuted_when_the_data_disagree(refuted, claim):
+    assert refuted[claim].verdict == "refuted", refuted[claim].evidence
+
+
+def test_evidence_carries_the_numbers(supported, refuted):
+    assert "100 digits: exact match at step 1000 mean 1.000" in " ".join(supported["C1"].evidence)
+    assert any("0/3 seeds reach 1.00" in e for e in refuted["C1"].evidence)
+    # median steps to solve [95% CI] per compared setting, e.g. 10 digits lr 0.01 solves at 200 vs 500 at lr 0.001
+    assert any(e.startswith("10 digits lr 0.01: 200 [200, 200] vs lr 0.001: 500 [500, 500] (steps to solve")
+               for e in supported["C3"].evidence)
+
+
+def test_fewer_than_three_seeds_only_suggest():
+    one_seed = verdicts(as_claimed, seeds=(0,))
+    assert {r.verdict for r in one_seed.values()} == {"suggested"}
+    assert verdicts(against_claims, seeds=(0, 1))["C2"].verdict == "suggested against"
+
+
+def test_claims_the_grid_cannot_test_say_what_would():
+    quick = verdicts(as_claimed, digits=(10,), lr=(0.01,), layers=(2,), cell=("RNN",))
+    for claim in ("C1", "C2", "C3", "C4", "C5"):
+        assert quick[claim].verdict == "not testable"
+        assert quick[claim].untested, claim
+    assert "--grid seed" in " ".join(quick["C2"].untested)
+    assert quick["C6"].verdict == "supported"  # RNN/2 layers/lr 0.01 at the one length there is
+
+
+def test_verdict_rules():
+    agree, disagree, unclear = (Check(o, True, "") for o in ("agree", "disagree", "unclear"))
+    assert verdict([]) == "not testable"
+    assert verdict([agree, agree]) == "supported"
+    assert verdict([agree, disagree]) == "refuted"
+    assert verdict([agree, unclear]) == "inconclusive"
+    assert verdict([agree, Check("agree", False, "")]) == "suggested"
+
+
+def test_unfinished_trials_of_a_partial_sweep_are_left_out_not_counted_unsolved():
+    specs = grid(as_claimed, digits=(10, 20), lr=(0.001,), layers=(2,), cell=("RNN",))
+    specs += [trial(solve_at=None, end_at=100, stop_reason="running", seed=s, digits=10) for s in (5, 6, 7)]
+    history, trials = frames(specs)
+    result = {r.claim: r for r in check_claims(history, trials)}["C2"]
+    assert result.verdict == "supported"  # 3 never-solving 10-digit trials would have made 10 digits slower
+    assert "3 unfinished trials (running or error) left out" in result.untested
+
+
+def test_claims_cli_prints_the_table_or_exits_2(tmp_path, capsys):
+    folder = write_experiment(tmp_path / "exp", grid(as_claimed, digits=(10, 20), lr=(0.001, 0.01), layers=(2,), cell=("RNN",)))
+    assert main([str(folder)]) == 0
+    printed = capsys.readouterr().out
+    assert f"experiment: {folder}" in printed and "C2 [supported]" in printed and "C5 [not testable]" in printed
+    assert main([str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
