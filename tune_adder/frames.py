@@ -1,0 +1,124 @@
+"""The sweep's result frames, built from plain trial records (no Ray): `history` and `trials`.
+
+Column names and stop reasons come from `tune_adder.metrics`; `results.py` fills the records from Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from tune_adder.metrics import (
+    CONFIG_COLUMNS,
+    EVAL_METRICS,
+    HISTORY_COLUMNS,
+    METRIC,
+    MODE,
+    SOLVED_PATIENCE,
+    STEP,
+    STOP_REASONS,
+    TRIAL_COLUMNS,
+    TRIAL_ID,
+)
+
+# Ray's trial statuses that mean the trial will not run again in this sweep.
+TERMINATED, ERROR = "TERMINATED", "ERROR"
+# Key the trainable adds to each report: "running" until its final report names how the run ended.
+STOP_REASON_KEY = "stop_reason"
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the sweep saw it: its flat config, Ray status and every report, repeats included."""
+
+    trial_id: str
+    config: dict[str, Any]
+    status: str
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+
+def dedupe_reports(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One report per step, the last one kept: a trial restored from a checkpoint re-reports steps."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for report in reports:
+        if STEP in report and report[STEP] is not None:
+            by_step[int(report[STEP])] = report  # later reports overwrite earlier ones
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def steps_to_solve(reports: list[dict[str, Any]]) -> int | None:
+    """The first evaluated step with val_exact_match == 1.0, or None if the trial never got there."""
+    for report in reports:
+        if report.get(METRIC) == 1.0:
+            return int(report[STEP])
+    return None
+
+
+def stop_reason(status: str, reports: list[dict[str, Any]], config: dict[str, Any]) -> str:
+    """How the trial ended: the trainer's reason, early_stopped if the scheduler cut it, error, or running."""
+    if status == ERROR:
+        return "error"
+    last = reports[-1] if reports else {}
+    reason = last.get(STOP_REASON_KEY)
+    if reason in STOP_REASONS and reason != "running":
+        return reason
+    if status != TERMINATED:
+        return "running"
+    # Stopped by Ray after a report but before the trainable's final one: tell the cases apart from the data.
+    if last.get("diverged"):
+        return "diverged"
+    if last and last.get(STEP, 0) >= config.get("max_steps", float("inf")):
+        return "completed"
+    recent = [r.get(METRIC) for r in reports[-SOLVED_PATIENCE:]]
+    if config.get("stop_when_solved") and len(recent) == SOLVED_PATIENCE and all(v == 1.0 for v in recent):
+        return "solved"
+    return "early_stopped"
+
+
+def _config_values(config: dict[str, Any]) -> dict[str, Any]:
+    return {c: config.get(c) for c in CONFIG_COLUMNS}
+
+
+def history_frame(records: list[TrialRecord]) -> pd.DataFrame:
+    """Every report of every trial, one row per (trial_id, step)."""
+    rows = []
+    for rec in records:
+        cfg = _config_values(rec.config)
+        for report in dedupe_reports(rec.reports):
+            rows.append({TRIAL_ID: rec.trial_id, **cfg, **{m: report.get(m) for m in (*EVAL_METRICS, "time_total_s")}})
+    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype({"diverged": "boolean"})
+
+
+def _trial_row(rec: TrialRecord) -> dict[str, Any]:
+    reports = dedupe_reports(rec.reports)
+    last = reports[-1] if reports else {}
+    finals = {f"final_{m}": last.get(m) for m in EVAL_METRICS if m not in (STEP, "diverged")}
+    scores = [r[METRIC] for r in reports if r.get(METRIC) is not None]
+    return {
+        TRIAL_ID: rec.trial_id,
+        **_config_values(rec.config),
+        "status": rec.status,
+        "stop_reason": stop_reason(rec.status, reports, rec.config),
+        **finals,
+        "best_val_exact_match": max(scores) if scores else None,
+        "steps_to_solve": steps_to_solve(reports),
+        "diverged": any(bool(r.get("diverged")) for r in reports),
+        "steps_trained": int(last[STEP]) if last else 0,
+        "wall_time_s": last.get("time_total_s"),
+    }
+
+
+def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
+    """One row per trial: config, status, stop reason, final and best metrics, steps_to_solve."""
+    frame = pd.DataFrame([_trial_row(r) for r in records], columns=list(TRIAL_COLUMNS))
+    return frame.astype({"steps_to_solve": "Int64", "steps_trained": "int64", "diverged": "bool"})
+
+
+def best_trials(trials: pd.DataFrame, n: int = 5) -> pd.DataFrame:
+    """The n best trials by the sweep's metric, ties broken by fewer steps to solve."""
+    ascending = MODE == "min"
+    ranked = trials.assign(_solve=trials["steps_to_solve"].astype("float").fillna(float("inf")))
+    ranked = ranked.sort_values(["best_val_exact_match", "_solve"], ascending=[ascending, True], na_position="last")
+    return ranked.drop(columns="_solve").head(n)

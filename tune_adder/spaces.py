@@ -1,0 +1,106 @@
+"""Named search spaces of the sweep, each defined once: the `full`, `seed` and `quick` grids and the Optuna space.
+
+A grid is an explicit list of flat trial configs (without `seed` and `max_steps`, which the sweep adds).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+CELLS = ("RNN", "LSTM", "GRU")
+SEED_DIGITS = (10, 20, 50, 100)  # the seed report's operand lengths
+SEED_LRS = (0.001, 0.01, 0.1)
+SEED_LAYERS = (1, 2, 3, 4)  # the report compares depths without printing them; 1..4 brackets its default of 2
+
+# The seed's default run (report section 3): every one-factor study varies one of these.
+SEED_DEFAULT = {"lr": 0.001, "layers": 2, "cell": "RNN", "hidden": 64, "embed_dim": 32, "batch_size": 200, "base": 10}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A named grid: the trial configs it runs and the step budget it is meant for."""
+
+    name: str
+    description: str
+    configs: tuple[dict[str, Any], ...]
+    max_steps: int = 1000  # the seed's training length
+
+
+def _product(**axes: tuple) -> list[dict[str, Any]]:
+    """Every combination of the given axes, on top of the seed's default run."""
+    keys = list(axes)
+    return [{**SEED_DEFAULT, **dict(zip(keys, values))} for values in itertools.product(*axes.values())]
+
+
+def _unique(configs: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """Drop repeated configs, keeping the first occurrence's order."""
+    seen: set[tuple] = set()
+    out = []
+    for cfg in configs:
+        key = tuple(sorted(cfg.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(cfg)
+    return tuple(out)
+
+
+def _seed_studies() -> list[dict[str, Any]]:
+    """The report's four one-factor studies (sections 4.1-4.4), each around its default run."""
+    return [
+        *_product(digits=SEED_DIGITS),  # 4.1 operand length, figure 3
+        *_product(digits=(10, 20, 50), lr=SEED_LRS),  # 4.2 learning rate, figure 4 (no 100-digit panel)
+        *_product(digits=SEED_DIGITS, layers=SEED_LAYERS),  # 4.3 depth, figure 5
+        *_product(digits=SEED_DIGITS, cell=CELLS),  # 4.4 cell type, figure 8
+    ]
+
+
+GRIDS: dict[str, Grid] = {
+    g.name: g
+    for g in (
+        Grid(
+            "full",
+            "the seed's factors crossed: digits x lr x layers x cell (144 configs)",
+            _unique(_product(digits=SEED_DIGITS, lr=SEED_LRS, layers=SEED_LAYERS, cell=CELLS)),
+        ),
+        Grid("seed", "the seed report's four one-factor studies around its default run (30 configs)", _unique(_seed_studies())),
+        Grid(
+            "quick",
+            "a smoke sweep: 2 cells x 2 learning rates at 5 digits, short runs (4 configs)",
+            _unique(_product(digits=(5,), cell=("RNN", "GRU"), lr=(0.003, 0.03), hidden=(32,), embed_dim=(16,))),
+            max_steps=300,
+        ),
+    )
+}
+
+
+def get_grid(name: str) -> Grid:
+    """The grid called `name`; a ValueError lists the valid names."""
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid {name!r}; valid grids: {', '.join(GRIDS)}")
+    return GRIDS[name]
+
+
+# --search optuna: the sampled factors, at one operand length chosen by --digits.
+OPTUNA_LR = (1e-4, 0.3)  # log-uniform
+OPTUNA_LAYERS = (1, 4)  # inclusive
+OPTUNA_HIDDEN = (32, 64, 128)
+OPTUNA_EMBED = (16, 32, 64)
+OPTUNA_BATCH = (64, 128, 200, 256, 512)
+
+
+def optuna_space(digits: int) -> dict[str, Any]:
+    """The Optuna search space as a Tune param_space: sampled factors plus the fixed operand length."""
+    from ray import tune  # Ray stays at the edge: only this function needs it
+
+    return {
+        "digits": digits,
+        "base": SEED_DEFAULT["base"],
+        "lr": tune.loguniform(*OPTUNA_LR),
+        "layers": tune.randint(OPTUNA_LAYERS[0], OPTUNA_LAYERS[1] + 1),  # randint's upper bound is exclusive
+        "cell": tune.choice(list(CELLS)),
+        "hidden": tune.choice(list(OPTUNA_HIDDEN)),
+        "embed_dim": tune.choice(list(OPTUNA_EMBED)),
+        "batch_size": tune.choice(list(OPTUNA_BATCH)),
+    }

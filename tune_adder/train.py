@@ -1,0 +1,299 @@
+"""Seeded, resumable training of one adder: `fit(model_cfg, train_cfg)` yields EvalMetrics as it goes (no Ray here).
+
+Run one model from the shell: `python -m tune_adder.train --digits 10 --steps 1000 --lr 0.001 [--json]`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from tune_adder import metrics
+from tune_adder.data import AdderBatch, carry_chain_batch, make_batch
+from tune_adder.model import AdderRNN, ModelConfig, _check_int
+
+# The held-out sets are drawn once from this seed, whatever the training seed: every trial of a
+# sweep is scored on the same sums.
+EVAL_SEED = 20200101
+# Evaluate in chunks of at most this many (row x position) cells, so 1000-digit evaluations stay small.
+EVAL_CHUNK_CELLS = 262_144
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    digits: int = 10  # operand length; the sums have digits + 1 positions
+    lr: float = 1e-3  # Adam's learning rate (the seed's default)
+    batch_size: int = 200  # fresh random sums every step (the course handout's 200)
+    steps: int = 1000  # optimiser steps in the whole run
+    eval_every: int = 50  # evaluate (and yield EvalMetrics) every this many steps, and at the last
+    eval_size: int = 2000  # held-out "test"-split sums (the handout's 2000)
+    probe_size: int = 500  # sums in each probe set: carry chains, and twice the trained length
+    seed: int = 0  # model init, training data and dropout
+    device: str = "auto"  # "auto" = cuda if available else cpu; or "cpu", "cuda", "cuda:1", ...
+    stop_when_solved: bool = False  # end once val_exact_match == 1.0 for SOLVED_PATIENCE evals in a row
+
+    def __post_init__(self) -> None:
+        _check_int("digits", self.digits, 1)
+        lr_ok = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
+        if not (lr_ok and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r}: must be a positive finite number")
+        for name in ("batch_size", "steps", "eval_every", "eval_size", "probe_size"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("seed", self.seed, 0)
+        if not isinstance(self.stop_when_solved, bool):
+            raise ValueError(f"stop_when_solved={self.stop_when_solved!r}: must be True or False")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"device={self.device!r}: must be 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+
+
+@dataclass(frozen=True)
+class EvalMetrics:
+    step: int  # optimiser steps taken
+    samples_seen: int  # training sums seen
+    train_loss: float  # mean training cross-entropy since the last evaluation
+    val_loss: float  # cross-entropy on the held-out "test"-split set
+    val_exact_match: float  # share of held-out sums with every digit right (the seed's accuracy)
+    val_digit_acc: float  # share of held-out digits right
+    carry_chain_exact_match: float  # a + b == base**digits: the carry runs the whole length
+    longer_exact_match: float  # "train"-split sums at twice the trained length
+    steps_per_s: float  # training speed since the last evaluation (evaluation excluded)
+    diverged: bool  # the training loss became non-finite; the run ends here
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in metrics.EVAL_METRICS}
+
+
+assert tuple(f.name for f in fields(EvalMetrics)) == metrics.EVAL_METRICS
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Trainer:
+    """One training run; `run()` yields EvalMetrics, `state_dict()` between yields captures all it needs to continue."""
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        state: dict | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.model_cfg, self.train_cfg = model_cfg, train_cfg
+        self.device = resolve_device(train_cfg.device if device is None else device)
+        # Denormal floats appear when saturated units (e.g. an LSTM at lr 0.1) push gradients towards
+        # zero; on x86 CPUs they make steps several times slower and change no result we measure
+        # (BENCHMARKS.md, "Training step"). The switch is process-wide and harmless elsewhere.
+        torch.set_flush_denormal(True)
+        # Initialise on CPU under a forked RNG: the same seed gives the same weights on every device
+        # and the caller's global RNG is left alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train_cfg.seed)
+            self.model = AdderRNN(model_cfg).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_cfg.lr)
+        self.data_rng = torch.Generator(device=self.device).manual_seed(train_cfg.seed)
+        self.step = 0
+        self.samples_seen = 0
+        self.stopped_reason: str | None = None
+        self._loss_sum = torch.zeros((), device=self.device)  # on device: no per-step sync
+        self._loss_count = 0
+        self._solved_streak = 0
+        if model_cfg.dropout > 0:
+            # Dropout draws from the global RNG (the only place it is used); seed it for repeatability.
+            torch.manual_seed(train_cfg.seed)
+        self._eval_sets = _eval_sets(train_cfg, model_cfg.base, self.device)
+        if state is not None:
+            self._load(state)
+
+    # ---- training ---------------------------------------------------------------------------
+    def run(self) -> Iterator[EvalMetrics]:
+        cfg = self.train_cfg
+        if self.stopped_reason is not None or self.step >= cfg.steps:
+            self.stopped_reason = self.stopped_reason or "completed"
+            return
+        self.model.train()
+        started, steps_since = time.perf_counter(), 0
+        while self.step < cfg.steps:
+            self._train_step()
+            steps_since += 1
+            if self.step % cfg.eval_every and self.step != cfg.steps:
+                continue
+            train_loss = (self._loss_sum / self._loss_count).item()  # syncs the device before timing
+            steps_per_s = steps_since / max(time.perf_counter() - started, 1e-9)
+            result = self._evaluate(train_loss, steps_per_s)
+            self._loss_sum.zero_()
+            self._loss_count = 0
+            self._solved_streak = self._solved_streak + 1 if result.val_exact_match == 1.0 else 0
+            self.stopped_reason = self._stop_reason(result)
+            yield result
+            if self.stopped_reason is not None:
+                return
+            started, steps_since = time.perf_counter(), 0
+
+    def _train_step(self) -> None:
+        cfg = self.train_cfg
+        batch = make_batch(
+            cfg.batch_size, cfg.digits, base=self.model_cfg.base, generator=self.data_rng, device=self.device
+        )
+        loss = _loss(self.model(batch.a, batch.b), batch.total)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self._loss_sum += loss.detach()
+        self._loss_count += 1
+        self.step += 1
+        self.samples_seen += cfg.batch_size
+
+    def _stop_reason(self, result: EvalMetrics) -> str | None:
+        if result.diverged:
+            return "diverged"
+        if self.train_cfg.stop_when_solved and self._solved_streak >= metrics.SOLVED_PATIENCE:
+            return "solved"
+        if self.step >= self.train_cfg.steps:
+            return "completed"
+        return None
+
+    @torch.inference_mode()
+    def _evaluate(self, train_loss: float, steps_per_s: float) -> EvalMetrics:
+        self.model.eval()
+        val_loss, val_exact, val_digit = _score(self.model, self._eval_sets["val"])
+        _, carry_exact, _ = _score(self.model, self._eval_sets["carry_chain"])
+        _, longer_exact, _ = _score(self.model, self._eval_sets["longer"])
+        self.model.train()
+        return EvalMetrics(
+            step=self.step,
+            samples_seen=self.samples_seen,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_exact_match=val_exact,
+            val_digit_acc=val_digit,
+            carry_chain_exact_match=carry_exact,
+            longer_exact_match=longer_exact,
+            steps_per_s=steps_per_s,
+            diverged=not math.isfinite(train_loss),
+        )
+
+    # ---- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly, as CPU copies (safe to keep while training goes on)."""
+        state = {
+            "version": STATE_VERSION,
+            "model_config": asdict(self.model_cfg),
+            "train_config": asdict(self.train_cfg),
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(copy.deepcopy(self.optimizer.state_dict())),
+            "data_rng": self.data_rng.get_state().cpu(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "samples_seen": self.samples_seen,
+            "loss_sum": self._loss_sum.item(),
+            "loss_count": self._loss_count,
+            "solved_streak": self._solved_streak,
+            "stopped_reason": self.stopped_reason,
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _load(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"state version={state.get('version')!r}: must be {STATE_VERSION}")
+        if state["model_config"] != asdict(self.model_cfg):
+            raise ValueError(f"state model_config={state['model_config']}: must equal {asdict(self.model_cfg)}")
+        if state["train_config"]["digits"] != self.train_cfg.digits:
+            raise ValueError(f"state digits={state['train_config']['digits']}: must equal {self.train_cfg.digits}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.train_cfg.lr  # the config, not the checkpoint, decides the learning rate
+        self.data_rng.set_state(state["data_rng"])
+        if self.model_cfg.dropout > 0:
+            torch.set_rng_state(state["torch_rng"])
+            if "cuda_rng" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.step = state["step"]
+        self.samples_seen = state["samples_seen"]
+        self._loss_sum.fill_(state["loss_sum"])
+        self._loss_count = state["loss_count"]
+        self._solved_streak = state["solved_streak"]
+        self.stopped_reason = state["stopped_reason"]
+
+
+def fit(model_cfg: ModelConfig, train_cfg: TrainConfig, state: dict | None = None) -> Iterator[EvalMetrics]:
+    """Train one model, yielding EvalMetrics every eval_every steps and at the last step."""
+    return Trainer(model_cfg, train_cfg, state).run()
+
+
+def save_state(state: dict, path: str | os.PathLike) -> None:
+    """Write a Trainer state atomically: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def _loss(logits: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), total.reshape(-1))  # every position
+
+
+def _eval_sets(cfg: TrainConfig, base: int, device: torch.device) -> dict[str, AdderBatch]:
+    """The fixed held-out sets: drawn on CPU from EVAL_SEED, so every device and trial sees the same sums."""
+    rng = torch.Generator().manual_seed(EVAL_SEED)
+    sets = {
+        "val": make_batch(cfg.eval_size, cfg.digits, base=base, split="test", generator=rng),
+        "carry_chain": carry_chain_batch(cfg.probe_size, cfg.digits, base=base, generator=rng),
+        "longer": make_batch(cfg.probe_size, 2 * cfg.digits, base=base, split="train", generator=rng),
+    }
+    return {name: AdderBatch(*(t.to(device) for t in batch)) for name, batch in sets.items()}
+
+
+def _score(model: AdderRNN, batch: AdderBatch) -> tuple[float, float, float]:
+    """(mean cross-entropy, whole-sum exact match, digit accuracy) over a batch, in memory-bounded chunks."""
+    rows, length = batch.total.shape
+    chunk = max(1, EVAL_CHUNK_CELLS // length)
+    loss_sum = exact = digits_right = 0.0
+    for start in range(0, rows, chunk):
+        a, b, total = (t[start : start + chunk] for t in batch)
+        logits = model(a, b)
+        loss_sum += _loss(logits, total).item() * total.numel()
+        right = logits.argmax(dim=-1) == total
+        exact += right.all(dim=1).sum().item()
+        digits_right += right.sum().item()
+    return loss_sum / (rows * length), exact / rows, digits_right / (rows * length)
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
