@@ -5,7 +5,7 @@ The one place that reads Ray's on-disk results; everything downstream reads the 
 
 from __future__ import annotations
 
-import math
+import json
 
 import pandas as pd
 from ray import tune
@@ -15,23 +15,30 @@ from tune_adder.storage import Storage
 
 HISTORY_FILE = "history.parquet"
 TRIALS_FILE = "trials.parquet"
+RESULT_FILE = "result.json"  # Ray writes one JSON line per report into each trial folder
 
 
-def _clean(value):
-    """NaN in Ray's frame means 'not reported'; the frames want None there."""
-    return None if isinstance(value, float) and math.isnan(value) else value
+def _read_reports(storage: Storage, trial_path: str) -> list[dict]:
+    """The trial's result.json rows; a line cut short by a killed driver is skipped, not fatal."""
+    path = f"{trial_path}/{RESULT_FILE}"
+    if not storage.exists(path):
+        return []
+    reports = []
+    for line in storage.read_bytes(path).decode("utf-8", errors="replace").splitlines():
+        try:
+            reports.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return reports
 
 
 def load_records(storage: Storage, name: str) -> list[TrialRecord]:
     """Every trial of experiment `name` with its config, status and every report, in trial-id order."""
     analysis = tune.ExperimentAnalysis(storage.path(name), storage_filesystem=storage.fs)
-    frames = analysis.trial_dataframes
-    records = []
-    for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
-        df = frames.get(trial.trial_id, pd.DataFrame())
-        reports = [{k: _clean(v) for k, v in row.items()} for row in df.to_dict("records")]
-        records.append(TrialRecord(trial.trial_id, dict(trial.config), str(trial.status), reports))
-    return records
+    return [
+        TrialRecord(t.trial_id, dict(t.config), str(t.status), _read_reports(storage, t.storage.trial_fs_path))
+        for t in sorted(analysis.trials, key=lambda t: t.trial_id)
+    ]
 
 
 def write_frames(storage: Storage, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:

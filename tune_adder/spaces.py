@@ -67,9 +67,9 @@ GRIDS: dict[str, Grid] = {
         Grid("seed", "the seed report's four one-factor studies around its default run (30 configs)", _unique(_seed_studies())),
         Grid(
             "quick",
-            "a smoke sweep: 2 cells x 2 learning rates at 5 digits, short runs (4 configs)",
-            _unique(_product(digits=(5,), cell=("RNN", "GRU"), lr=(0.003, 0.03), hidden=(32,), embed_dim=(16,))),
-            max_steps=300,
+            "a smoke sweep: 5 and 10 digits x RNN, GRU x lr 0.003, 0.03, 600 steps (8 configs)",
+            _unique(_product(digits=(5, 10), cell=("RNN", "GRU"), lr=(0.003, 0.03))),
+            max_steps=600,
         ),
     )
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -45,7 +46,8 @@ def to_configs(config: dict[str, Any]) -> tuple[ModelConfig, TrainConfig, int]:
     unknown = sorted(set(config) - set(allowed_keys()))
     if unknown:
         raise ValueError(f"unknown trial config keys {unknown}; allowed: {', '.join(allowed_keys())}")
-    named = {RENAMED.get(k, k): v for k, v in config.items()}
+    # Search algorithms may hand numpy scalars; the dataclasses validate plain Python types.
+    named = {RENAMED.get(k, k): v.item() if hasattr(v, "item") else v for k, v in config.items()}
     model_cfg = ModelConfig(**{k: v for k, v in named.items() if k in _fields(ModelConfig)})
     train_cfg = TrainConfig(**{k: v for k, v in named.items() if k in _fields(TrainConfig)})
     checkpoint_every = int(config.get("checkpoint_every", CHECKPOINT_EVERY))
@@ -84,8 +86,6 @@ def _restore() -> tuple[dict | None, dict[str, Any] | None]:
 def _report(metrics: dict[str, Any], checkpoint: tune.Checkpoint | None = None) -> None:
     tune.report(metrics, checkpoint=checkpoint)
     if checkpoint is not None:  # Ray has copied it into the experiment's storage by now
-        import shutil
-
         shutil.rmtree(checkpoint.path, ignore_errors=True)
 
 
@@ -100,8 +100,8 @@ def train_adder(config: dict[str, Any]) -> None:
     trainer = Trainer(model_cfg, train_cfg, state=state, device=device)
     last: EvalMetrics | None = None
     for n, last in enumerate(trainer.run(), start=1):
-        report = {**last.as_dict(), STOP_REASON_KEY: "running", "pid": os.getpid()}
+        report = {**last.as_dict(), STOP_REASON_KEY: "running"}
         ckpt = _checkpoint(trainer, {STOP_REASON_KEY: "running", "metrics": report}) if n % checkpoint_every == 0 else None
         _report(report, ckpt)
-    final = {**(last.as_dict() if last else meta["metrics"]), STOP_REASON_KEY: trainer.stopped_reason, "pid": os.getpid()}
+    final = {**(last.as_dict() if last else meta["metrics"]), STOP_REASON_KEY: trainer.stopped_reason}
     _report(final, _checkpoint(trainer, {STOP_REASON_KEY: trainer.stopped_reason, "metrics": final}))

@@ -1,0 +1,302 @@
+"""Run a validated sweep on Ray Tune: start or join Ray, build or restore the Tuner, write frames and summary.
+
+`tune_adder.sweep` parses the command line and calls `run`; this is where Ray Tune is driven.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+
+from tune_adder import spaces
+from tune_adder.frames import ERROR, TERMINATED, best_trials
+from tune_adder.metrics import CONFIG_COLUMNS, METRIC, MODE, STEP
+from tune_adder.results import HISTORY_FILE, TRIALS_FILE, write_frames
+from tune_adder.storage import Storage
+from tune_adder.sweep import EXPERIMENT_FILE, OPTUNA_FILE, RESUME_KEYS, Settings, UsageError, now
+
+# Save Tune's experiment state at least this often (seconds), so a killed driver loses little.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+# The old output engine honours verbose=0 (the new one prints its own boxes); our StatusLine reports progress.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Forced state snapshots after checkpoints are what make a kill -9 cheap here: do not warn about them.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+import ray  # noqa: E402  (after the environment it reads)
+from ray import tune  # noqa: E402
+
+from tune_adder.trainable import train_adder  # noqa: E402
+
+CHECKPOINTS_KEPT = 2  # per trial: the latest and one before it, in case the latest was cut short
+
+
+def run(s: Settings, command: str) -> int:
+    """Run, resume or summarise the experiment `s.name`; returns the process exit code."""
+    storage = Storage.from_arg(s.storage)
+    exp_path = storage.path(s.name)
+    record = _existing_record(storage, s)
+    if record is not None and record.get("status") == "completed" and not s.restart:
+        print(f"experiment {s.name} is already complete; nothing to run (--restart starts it afresh)")
+        _print_summary(storage, s.name, record)
+        return 0
+    _start_ray(s)
+    try:
+        if s.restart and storage.exists(exp_path):
+            moved = storage.move_aside(exp_path, "old-" + time.strftime("%Y%m%d-%H%M%S"))
+            print(f"--restart: the previous experiment is kept at {moved}")
+            record = None
+        resume = not s.restart and tune.Tuner.can_restore(exp_path, storage_filesystem=storage.fs)
+        record = _start_record(s, command, record if resume else None)
+        storage.write_json(storage.path(s.name, EXPERIMENT_FILE), record)
+        tuner = _restore_tuner(s, storage) if resume else _new_tuner(s, storage)
+        print(f"{'resuming' if resume else 'starting'} sweep {s.name} ({record['num_trials']} trials) in {exp_path}", flush=True)
+        session_start = time.time()
+        try:
+            tuner.fit()
+        finally:
+            # Frames are written whatever happened to the trials, errors and interruptions included.
+            _, trials = write_frames(storage, s.name)
+            _finish_record(storage, s.name, record, trials, session_start)
+    finally:
+        ray.shutdown()
+    _print_summary(storage, s.name, record)
+    return 0
+
+
+# ---- experiment.json ----------------------------------------------------------------------------
+def _existing_record(storage: Storage, s: Settings) -> dict[str, Any] | None:
+    """The experiment's saved settings; a rerun with different trial settings is refused, not mixed in."""
+    path = storage.path(s.name, EXPERIMENT_FILE)
+    if not storage.exists(path):
+        return None
+    record = storage.read_json(path)
+    if s.restart:
+        return record
+    ours = asdict(s)
+    diffs = [f"--{k.replace('_', '-')} {record.get(k)!r} there, {ours[k]!r} now" for k in RESUME_KEYS if record.get(k) != ours[k]]
+    if diffs:
+        raise UsageError(
+            f"experiment {s.name!r} in {s.storage} was run with other settings ({'; '.join(diffs)}); "
+            "rerun it with its own flags, choose another --name, or pass --restart"
+        )
+    return record
+
+
+def _start_record(s: Settings, command: str, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """experiment.json for a new run, or the previous one with a new session appended on resume."""
+    session = {"start_time": now(), "end_time": None, "wall_time_s": None, "resumed": previous is not None, "command": command}
+    if previous is not None:
+        previous.update(status="running", end_time=None, wall_time_s=None)
+        previous["sessions"].append(session)
+        return previous
+    settings = asdict(s)
+    return {
+        "name": s.name,
+        "storage": s.storage,
+        "path": Storage.from_arg(s.storage).path(s.name),
+        **{k: settings[k] for k in RESUME_KEYS},
+        "seed_values": list(range(s.seeds)) if s.search == "grid" else [0],
+        "search_space": _describe_space(s),
+        "num_trials": _num_trials(s),
+        "metric": METRIC,
+        "mode": MODE,
+        "cpus_per_trial": s.cpus_per_trial,
+        "gpus_per_trial": s.gpus_per_trial,
+        "max_failures": s.max_failures,
+        "address": s.address,
+        "ray_version": ray.__version__,
+        "command": command,
+        "files": {"history": HISTORY_FILE, "trials": TRIALS_FILE, "optuna_study": OPTUNA_FILE if _optuna_local(s) else None},
+        "status": "running",
+        "start_time": session["start_time"],
+        "end_time": None,
+        "wall_time_s": None,
+        "sessions": [session],
+    }
+
+
+def _finish_record(storage: Storage, name: str, record: dict[str, Any], trials: pd.DataFrame, session_start: float) -> None:
+    done = len(trials) == record["num_trials"] and trials["status"].isin([TERMINATED, ERROR]).all()
+    end = now()
+    session = record["sessions"][-1]
+    session.update(end_time=end, wall_time_s=round(time.time() - session_start, 2))
+    record.update(
+        status="completed" if done else "interrupted",
+        end_time=end if done else None,
+        wall_time_s=round(sum(x["wall_time_s"] or 0 for x in record["sessions"]), 2) if done else None,
+        trial_counts=trials["stop_reason"].value_counts().to_dict(),
+    )
+    storage.write_json(storage.path(name, EXPERIMENT_FILE), record)
+
+
+def _describe_space(s: Settings) -> dict[str, Any]:
+    if s.search == "optuna":
+        return {
+            "digits": s.digits, "lr": {"loguniform": list(spaces.OPTUNA_LR)}, "layers": {"randint_inclusive": list(spaces.OPTUNA_LAYERS)},
+            "cell": list(spaces.CELLS), "hidden": list(spaces.OPTUNA_HIDDEN), "embed_dim": list(spaces.OPTUNA_EMBED),
+            "batch_size": list(spaces.OPTUNA_BATCH),
+        }  # fmt: skip
+    return {"configs": [dict(c) for c in spaces.get_grid(s.grid).configs]}
+
+
+def _num_trials(s: Settings) -> int:
+    return s.num_samples if s.search == "optuna" else len(spaces.get_grid(s.grid).configs) * s.seeds
+
+
+# ---- Ray ----------------------------------------------------------------------------------------
+def _start_ray(s: Settings) -> None:
+    """Join --address, or start a local Ray sized to this machine; refuse trials the cluster cannot hold."""
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
+    if s.address is None:
+        import torch
+
+        cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+        _check_fits(s, cpus, gpus)  # before starting anything
+        ray.init(address="local", num_cpus=cpus, num_gpus=gpus, **quiet)
+        return
+    quiet.pop("include_dashboard")  # the cluster's dashboard is the cluster's business
+    ray.init(address=s.address, **quiet)
+    resources = ray.cluster_resources()
+    try:
+        _check_fits(s, resources.get("CPU", 0), resources.get("GPU", 0))
+    except UsageError:
+        ray.shutdown()
+        raise
+
+
+def _check_fits(s: Settings, cpus: float, gpus: float) -> None:
+    # Tune would wait forever for a trial that no node can hold.
+    if s.gpus_per_trial > gpus:
+        raise UsageError(f"--gpus-per-trial {s.gpus_per_trial:g} is more than the {gpus:g} GPU(s) this Ray cluster has; use at most {gpus:g}")
+    if s.cpus_per_trial > cpus:
+        raise UsageError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the {cpus:g} CPU(s) this Ray cluster has; use at most {cpus:g}")
+
+
+def _trainable(s: Settings):
+    return tune.with_resources(train_adder, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+
+
+def _constants(s: Settings) -> dict[str, Any]:
+    """Config keys every trial shares."""
+    return {
+        "max_steps": s.max_steps, "eval_every": s.eval_every, "eval_size": s.eval_size,
+        "stop_when_solved": s.stop_when_solved, "checkpoint_every": s.checkpoint_every,
+    }  # fmt: skip
+
+
+def _grid_search(s: Settings) -> tuple[dict[str, Any], Any, int]:
+    """The grid's configs x seeds as explicit points: a grid need not be a full cross product (the seed grid)."""
+    from ray.tune.search import BasicVariantGenerator
+
+    configs = spaces.get_grid(s.grid).configs
+    points = [{**cfg, "seed": seed} for seed in range(s.seeds) for cfg in configs]  # whole seed replicas first
+    keys = sorted({k for p in points for k in p})
+    # Tune wants every point's key declared in the space; the points then fix every value.
+    space = {k: tune.choice(sorted({p[k] for p in points}, key=str)) for k in keys}
+    return {**space, **_constants(s)}, BasicVariantGenerator(points_to_evaluate=points), len(points)
+
+
+def _optuna_local(s: Settings) -> bool:
+    return s.search == "optuna" and Storage.from_arg(s.storage).is_local
+
+
+def _optuna_search(s: Settings, storage: Storage) -> tuple[dict[str, Any], Any, int]:
+    """TPE, seeded; the study lives in an SQLite file in the experiment folder when storage is local."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    study_storage = None
+    if storage.is_local:
+        os.makedirs(storage.path(s.name), exist_ok=True)
+        study_storage = optuna.storages.RDBStorage(f"sqlite:///{storage.path(s.name, OPTUNA_FILE)}")
+    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=0), study_name=s.name, storage=study_storage)
+    space = {**spaces.optuna_space(s.digits), "seed": 0, **_constants(s)}
+    return space, searcher, s.num_samples
+
+
+def _scheduler(s: Settings):
+    if s.scheduler == "asha":
+        # stop_last_trials=False: a trial that reaches max_steps ends by itself and reports how it ended.
+        return tune.schedulers.ASHAScheduler(
+            time_attr=STEP, max_t=s.max_steps, grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor, stop_last_trials=False,
+        )  # fmt: skip
+    return tune.schedulers.FIFOScheduler()
+
+
+def _run_config(s: Settings, storage: Storage) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=s.name,
+        storage_path=storage.uri,
+        verbose=0,  # our own status line instead of Tune's tables
+        failure_config=tune.FailureConfig(max_failures=s.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        callbacks=[] if s.quiet else [StatusLine(s.name, s.status_every)],
+    )
+
+
+def _new_tuner(s: Settings, storage: Storage) -> tune.Tuner:
+    space, searcher, num_samples = _optuna_search(s, storage) if s.search == "optuna" else _grid_search(s)
+    tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=_scheduler(s), num_samples=num_samples)
+    return tune.Tuner(_trainable(s), param_space=space, tune_config=tune_config, run_config=_run_config(s, storage))
+
+
+def _restore_tuner(s: Settings, storage: Storage) -> tune.Tuner:
+    # Same trainable (and so the same name) as the first run; unfinished and errored trials continue
+    # from their latest checkpoints, finished ones are kept as they are.
+    return tune.Tuner.restore(
+        storage.path(s.name), _trainable(s), resume_unfinished=True, resume_errored=True, storage_filesystem=storage.fs
+    )
+
+
+# ---- output -------------------------------------------------------------------------------------
+class StatusLine(tune.Callback):
+    """One line every `every` seconds: trial counts by state and the best result so far."""
+
+    def __init__(self, name: str, every: float) -> None:
+        self.name, self.every = name, every
+        self.started = self.last = time.time()
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if time.time() - self.last >= self.every:
+            self.last = time.time()
+            print(status_line(self.name, trials, time.time() - self.started), flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        print(f"trial {trial.trial_id} failed ({_short_config(trial.config)}); Ray retries it from its checkpoint if retries are left", flush=True)
+
+
+def _short_config(config: dict[str, Any]) -> str:
+    return " ".join(f"{k}={config[k]}" for k in CONFIG_COLUMNS if k in config and k != "max_steps")
+
+
+def status_line(name: str, trials: list, elapsed: float) -> str:
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    scored = [t for t in trials if t.last_result and t.last_result.get(METRIC) is not None]
+    best = max(scored, key=lambda t: t.last_result[METRIC], default=None)
+    states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items()))
+    head = f"[{name} {time.strftime('%H:%M:%S', time.gmtime(elapsed))}] {len(trials)} trials: {states}"
+    if best is None:
+        return head
+    return f"{head} | best {METRIC} {best.last_result[METRIC]:.3f} at step {best.last_result.get(STEP)} ({_short_config(best.config)})"
+
+
+def _print_summary(storage: Storage, name: str, record: dict[str, Any]) -> None:
+    trials = storage.read_parquet(storage.path(name, TRIALS_FILE))
+    counts = ", ".join(f"{n} {k}" for k, n in trials["stop_reason"].value_counts().items())
+    print(f"\nsweep {name}: {len(trials)} of {record['num_trials']} trials ({counts}); status {record['status']}")
+    columns = [*[c for c in CONFIG_COLUMNS if trials[c].nunique() > 1 or c in ("digits", "cell", "lr")], "best_val_exact_match", "steps_to_solve", "stop_reason"]
+    print(f"best configs by {METRIC} (then fewest steps to solve):")
+    print(best_trials(trials)[columns].to_string(index=False))
+    exp_path = storage.path(name)
+    print(f"\nresults: {exp_path}/{HISTORY_FILE} (every evaluation), {exp_path}/{TRIALS_FILE} (one row per trial)")
+    print(f"plot them: python analysis/plot_convergence.py {exp_path}")
+    if record.get("status") != "completed":
+        print("the sweep did not finish: rerun the same command to continue it")

@@ -1,0 +1,178 @@
+"""The sweep service: `python -m tune_adder.sweep --grid quick` runs a named grid (or Optuna) on Ray Tune.
+
+Results land in `<storage>/<name>/` (history.parquet, trials.parquet, experiment.json); rerunning the
+same command resumes a crashed sweep, and a finished one only prints its summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from tune_adder.metrics import METRIC, MODE
+from tune_adder.spaces import GRIDS, get_grid
+from tune_adder.storage import Storage
+
+SEARCHES = ("grid", "optuna")
+SCHEDULERS = ("fifo", "asha")
+EXPERIMENT_FILE = "experiment.json"
+OPTUNA_FILE = "optuna.db"
+# Settings that define an experiment's trials: a rerun must match them to resume it.
+RESUME_KEYS = (
+    "grid", "search", "scheduler", "seeds", "num_samples", "digits", "max_steps", "stop_when_solved",
+    "grace_period", "reduction_factor", "eval_every", "eval_size", "checkpoint_every",
+)  # fmt: skip
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line and exit code 2, before anything starts."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated sweep command."""
+
+    grid: str | None
+    search: str
+    scheduler: str
+    seeds: int
+    num_samples: int | None
+    digits: int | None
+    max_steps: int
+    stop_when_solved: bool
+    grace_period: int
+    reduction_factor: float
+    eval_every: int
+    eval_size: int
+    checkpoint_every: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_failures: int
+    address: str | None
+    storage: str
+    name: str
+    restart: bool
+    status_every: float
+    quiet: bool
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump: readable in logs and CI
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m tune_adder.sweep", description=__doc__.splitlines()[0])
+    grids = "; ".join(f"{g.name}: {g.description}" for g in GRIDS.values())
+    p.add_argument("--grid", help=f"named grid (default full). {grids}")
+    p.add_argument("--search", default="grid", help=f"one of {', '.join(SEARCHES)} (default grid)")
+    p.add_argument("--num-samples", type=int, help="Optuna: configs to sample (default 20)")
+    p.add_argument("--digits", type=int, help="Optuna: operand length to tune at (default 10)")
+    p.add_argument("--seeds", type=int, default=1, help="grid: run every config under seeds 0..K-1 (default 1)")
+    p.add_argument("--scheduler", default="fifo", help=f"one of {', '.join(SCHEDULERS)} (default fifo)")
+    p.add_argument("--grace-period", type=int, default=100, help="ASHA: steps before a trial can be cut (default 100)")
+    p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/this at each rung (default 3)")
+    p.add_argument("--max-steps", type=int, help="training steps per trial (default: the grid's, 1000 for full/seed)")
+    p.add_argument("--stop-when-solved", action="store_true", help="end a trial once val_exact_match is 1.0 three evaluations in a row")
+    p.add_argument("--eval-every", type=int, default=50, help="steps between evaluations (default 50)")
+    p.add_argument("--eval-size", type=int, default=2000, help="held-out sums per evaluation (default 2000)")
+    p.add_argument("--checkpoint-every", type=int, default=4, help="evaluations between checkpoints (default 4)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions pack trials on one GPU (default 0)")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial from its checkpoint (default 2)")
+    p.add_argument("--address", help="join this Ray cluster (default: start a local Ray on this machine)")
+    p.add_argument("--storage", default="results", help="folder or URI (s3://...) for results (default results/)")
+    p.add_argument("--name", help="experiment name (default derived from the settings, so a rerun finds it)")
+    p.add_argument("--restart", action="store_true", help="start afresh; the old folder is kept under a new name")
+    p.add_argument("--status-every", type=float, default=30.0, help="seconds between status lines (default 30)")
+    p.add_argument("--quiet", action="store_true", help="no status lines, only the summary")
+    return p
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(message)
+
+
+def default_name(s: dict[str, Any]) -> str:
+    """A name that only depends on the settings that define the trials, so rerunning a command finds it."""
+    space = f"optuna-d{s['digits']}-n{s['num_samples']}" if s["search"] == "optuna" else s["grid"]
+    name = f"{space}-{s['scheduler']}-seeds{s['seeds']}-steps{s['max_steps']}"
+    return name + ("-solve" if s["stop_when_solved"] else "")
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Parse and validate the command line; every problem is a UsageError naming the flag, value and what is valid."""
+    a = build_parser().parse_args(argv)
+    _require(a.search in SEARCHES, f"--search {a.search!r} is not valid; choose one of: {', '.join(SEARCHES)}")
+    _require(a.scheduler in SCHEDULERS, f"--scheduler {a.scheduler!r} is not valid; choose one of: {', '.join(SCHEDULERS)}")
+    if a.search == "optuna":
+        _require(a.grid is None, "--grid only applies to --search grid; Optuna samples its own space (see --digits)")
+        _require(a.seeds == 1, f"--seeds {a.seeds} only applies to --search grid; Optuna runs each sample once")
+        a.num_samples = 20 if a.num_samples is None else a.num_samples
+        a.digits = 10 if a.digits is None else a.digits
+        _require(a.num_samples >= 1, f"--num-samples {a.num_samples} is not valid; it must be >= 1")
+        _require(a.digits >= 1, f"--digits {a.digits} is not valid; it must be >= 1")
+        default_steps = 1000
+    else:
+        a.grid = "full" if a.grid is None else a.grid
+        _require(a.grid in GRIDS, f"--grid {a.grid!r} is not valid; choose one of: {', '.join(GRIDS)}")
+        _require(a.num_samples is None, "--num-samples only applies to --search optuna")
+        _require(a.digits is None, "--digits only applies to --search optuna; a grid names its own lengths")
+        default_steps = get_grid(a.grid).max_steps
+    a.max_steps = default_steps if a.max_steps is None else a.max_steps
+    for flag in ("seeds", "max_steps", "eval_every", "eval_size", "checkpoint_every", "grace_period"):
+        value = getattr(a, flag)
+        _require(value >= 1, f"--{flag.replace('_', '-')} {value} is not valid; it must be >= 1")
+    _require(a.cpus_per_trial >= 1, f"--cpus-per-trial {a.cpus_per_trial:g} is not valid; it must be >= 1")
+    _require(a.gpus_per_trial >= 0, f"--gpus-per-trial {a.gpus_per_trial:g} is not valid; it must be >= 0 (fractions pack trials)")
+    _require(a.gpus_per_trial <= 1 or a.gpus_per_trial.is_integer(), f"--gpus-per-trial {a.gpus_per_trial:g} is not valid; above 1 it must be a whole number")
+    _require(a.reduction_factor > 1, f"--reduction-factor {a.reduction_factor:g} is not valid; it must be > 1")
+    _require(a.max_failures >= 0, f"--max-failures {a.max_failures} is not valid; it must be >= 0")
+    _require(a.status_every > 0, f"--status-every {a.status_every:g} is not valid; it must be > 0 seconds")
+    _require(bool(a.storage), "--storage must not be empty; give a folder or a URI such as s3://bucket/prefix")
+    try:
+        Storage.from_arg(a.storage)
+    except Exception as e:  # pyarrow names the unsupported scheme
+        raise UsageError(f"--storage {a.storage!r} is not usable: {e}") from None
+    values = vars(a)
+    values["name"] = a.name or default_name(values)
+    _require("/" not in values["name"] and values["name"] not in (".", ".."), f"--name {values['name']!r} is not valid; use a plain folder name")
+    return Settings(**values)
+
+
+def command_line(argv: Sequence[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["python", "-m", "tune_adder.sweep", *args])
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = parse_settings(argv)
+    except UsageError as e:
+        print(f"tune_adder.sweep: error: {e}", file=sys.stderr)
+        return 2
+    from tune_adder.runner import run  # Ray is imported only once the command is known to be good
+
+    try:
+        return run(settings, command_line(argv))
+    except UsageError as e:
+        print(f"tune_adder.sweep: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, so its UsageError is the class the runner raises (not __main__'s copy).
+    from tune_adder.sweep import main as _main
+
+    sys.exit(_main())
