@@ -78,6 +78,18 @@ class RayNode:
             self.pids_seen |= _descendants(self.proc.pid)
         return self.pids_seen
 
+    def node_id(self) -> str:
+        """Ray's id of this node, from its raylet's command line (no driver needed to ask)."""
+        for pid in sorted(self.pids()):
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            for arg in args:
+                if arg.startswith(b"--node_id=") and any(a.endswith(b"/raylet") for a in args[:1]):
+                    return arg.split(b"=", 1)[1].decode()
+        raise RuntimeError(f"no raylet found among the processes of ray node {self.name}")
+
     def kill(self) -> None:
         """Crash the node: SIGKILL its `ray start`, raylet, agents and workers at once."""
         for pid in self.pids() | _descendants(self.proc.pid):
