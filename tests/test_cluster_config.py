@@ -53,6 +53,8 @@ def test_aws_head_runs_no_trials_and_gpu_workers_scale_from_zero():
     assert any(t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot" for t in workers)
     # SSH only: Ray's default group opens 22 and intra-cluster traffic; we add no inbound rules.
     assert "IpPermissions" not in prepared["provider"].get("security_group", {})
+    # With no worker up a sweep must wait for the autoscaler rather than refuse (tune_adder.runner).
+    assert any("TUNE_ADDER_NODE_WAIT_S=" in c for c in prepared["head_setup_commands"])
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
