@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python benchmarks/gpu_packing.py", description=__doc__)
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_packing"))
     p.add_argument("--gpus-per-trial", type=float, nargs="+", default=[1.0, 0.5, 0.25])
-    p.add_argument("--seeds", type=int, default=2, help="quick grid x this many seeds = trials per setting (default 2)")
+    p.add_argument("--seeds", type=int, default=1, help="quick grid x this many seeds = trials per setting (default 1: 8 trials)")
     p.add_argument("--max-steps", type=int, default=None, help="override the quick grid's steps per trial")
     p.add_argument("--mode", choices=("auto", "ray", "processes"), default="auto")
     p.add_argument("--one-trial", help=argparse.SUPPRESS)
