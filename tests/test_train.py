@@ -1,12 +1,23 @@
 """Training: the small adder learns, runs repeat exactly, and a saved run continues as if never stopped."""
 
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 
 from tune_adder import metrics
 from tune_adder.model import ModelConfig
-from tune_adder.train import EvalMetrics, Trainer, TrainConfig, fit, load_state, save_state
+from tune_adder.train import EvalMetrics, Trainer, TrainConfig, fit, load_state, main, save_state
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def _curve(results):
@@ -40,3 +51,147 @@ def test_save_restore_continue_gives_the_uninterrupted_curve(tmp_path):
     assert [r.step for r in rest] == [40, 60]
     assert _curve(first + rest) == _curve(uninterrupted)
     assert resumed.stopped_reason == "completed"
+
+
+SMALL_MODEL = ModelConfig(hidden=16, embed_dim=8)
+SMALL_TRAIN = TrainConfig(digits=5, lr=0.01, batch_size=32, steps=40, eval_every=10, eval_size=100, probe_size=50)
+
+
+def test_same_configs_give_the_same_curve_and_another_seed_does_not():
+    first = _curve(fit(SMALL_MODEL, SMALL_TRAIN))
+    assert first == _curve(fit(SMALL_MODEL, SMALL_TRAIN))
+    other_seed = _curve(fit(SMALL_MODEL, TrainConfig(**{**SMALL_TRAIN.__dict__, "seed": 1})))
+    assert [r["train_loss"] for r in other_seed] != [r["train_loss"] for r in first]
+
+
+def test_the_last_step_is_reported_even_off_the_eval_grid():
+    results = list(fit(SMALL_MODEL, TrainConfig(**{**SMALL_TRAIN.__dict__, "steps": 25})))
+    assert [r.step for r in results] == [10, 20, 25]
+
+
+def test_stop_when_solved_ends_after_patience_evaluations_at_one():
+    trainer = Trainer(ModelConfig(), TrainConfig(digits=3, lr=0.01, steps=2000, eval_every=25, stop_when_solved=True))
+    results = list(trainer.run())
+    assert trainer.stopped_reason == "solved"
+    tail = [r.val_exact_match for r in results[-metrics.SOLVED_PATIENCE :]]
+    assert tail == [1.0] * metrics.SOLVED_PATIENCE
+    assert results[-1].step < 2000
+    if len(results) > metrics.SOLVED_PATIENCE:
+        assert results[-metrics.SOLVED_PATIENCE - 1].val_exact_match < 1.0
+
+
+def test_a_non_finite_loss_ends_the_run_as_diverged():
+    trainer = Trainer(SMALL_MODEL, SMALL_TRAIN)
+    with torch.no_grad():
+        trainer.model.head.bias.fill_(float("inf"))  # the loss becomes NaN at the first step
+    results = list(trainer.run())
+    assert len(results) == 1 and results[0].step == SMALL_TRAIN.eval_every
+    assert results[0].diverged and trainer.stopped_reason == "diverged"
+    assert not math.isfinite(results[0].train_loss)
+
+
+def test_state_is_plain_cpu_data_and_a_mismatched_model_is_refused(tmp_path):
+    trainer = Trainer(SMALL_MODEL, SMALL_TRAIN)
+    next(trainer.run())
+    path = tmp_path / "deep" / "state.pt"
+    save_state(trainer.state_dict(), path)
+    assert [p.name for p in path.parent.iterdir()] == ["state.pt"]  # no temp file left behind
+    state = load_state(path)
+    assert state["step"] == 10 and all(t.device.type == "cpu" for t in state["model"].values())
+    with pytest.raises(ValueError, match="model_config"):
+        Trainer(ModelConfig(hidden=32, embed_dim=8), SMALL_TRAIN, state)
+    finished = Trainer(SMALL_MODEL, SMALL_TRAIN, state)
+    assert [r.step for r in finished.run()] == [20, 30, 40]
+    assert list(Trainer(SMALL_MODEL, SMALL_TRAIN, finished.state_dict()).run()) == []
+    longer = TrainConfig(**{**SMALL_TRAIN.__dict__, "steps": 50})
+    assert [r.step for r in Trainer(SMALL_MODEL, longer, finished.state_dict()).run()] == [50]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("digits", 0),
+        ("digits", 2.5),
+        ("digits", "10"),
+        ("lr", 0),
+        ("lr", -0.1),
+        ("lr", float("nan")),
+        ("lr", float("inf")),
+        ("lr", "0.1"),
+        ("lr", 1e38),
+        ("batch_size", 0),
+        ("steps", 0),
+        ("eval_every", 0),
+        ("eval_size", 0),
+        ("seed", -1),
+        ("device", "tpu"),
+        ("stop_when_solved", "yes"),
+    ],
+)
+def test_bad_train_config_names_field_and_value(field, value):
+    with pytest.raises(ValueError, match=re.escape(f"{field}={value!r}: must be")):
+        TrainConfig(**{field: value})
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tune_adder.train", *args], capture_output=True, text=True, cwd=cwd or ROOT, env=ENV
+    )
+
+
+def test_cli_trains_and_prints_json_metrics_last(tmp_path):
+    state = tmp_path / "final.pt"
+    done = _cli("--digits", "3", "--lr", "0.01", "--steps", "60", "--eval-every", "30", "--eval-size", "200",
+                "--hidden", "32", "--json", "--save-state", str(state))
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(metrics.EVAL_METRICS) <= set(row) and row["step"] == 60 and row["stop_reason"] == "completed"
+    assert "completed after 60 steps" in done.stdout
+    assert "train" in done.stderr  # the progress bar
+    assert load_state(state)["step"] == 60
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--digits", "0"], "digits=0"),
+        (["--digits", "1.5"], "digits='1.5'"),
+        (["--base", "17"], "base=17"),
+        (["--base", "1"], "base=1"),
+        (["--cell", "Transformer"], "cell='Transformer'"),
+        (["--lr", "nan"], "lr=nan"),
+        (["--lr", "-1"], "lr=-1.0"),
+        (["--lr", "0"], "lr=0.0"),
+        (["--lr", "fast"], "lr='fast'"),
+        (["--layers", "0"], "layers=0"),
+        (["--hidden", "0"], "hidden=0"),
+        (["--batch-size", "0"], "batch_size=0"),
+        (["--steps", "0"], "steps=0"),
+        (["--steps", "ten"], "steps='ten'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
+    state = tmp_path / "out" / "state.pt"
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--save-state", str(state)])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err and "must be" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_input_from_the_shell_has_no_traceback(tmp_path):
+    done = _cli("--cell", "Transformer", "--save-state", str(tmp_path / "state.pt"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "python -m tune_adder.train: error: cell='Transformer': must be one of RNN, LSTM, GRU"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_loss_is_cross_entropy_over_every_position():
+    from tune_adder.train import _loss
+
+    logits, total = torch.randn(6, 9, 16) * 5, torch.randint(0, 16, (6, 9))
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 16), total.reshape(-1))
+    assert torch.allclose(_loss(logits, total), expected, rtol=1e-6, atol=1e-6)

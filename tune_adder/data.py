@@ -8,10 +8,12 @@ digit by digit and the sum is a vectorised carry, so 1000-digit sums cost micros
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 SPLITS = ("train", "test", "uniform")
 # The course handout splits operands at 555555555 of 10**9; generalised to any length and base
@@ -49,6 +51,16 @@ def _split_bound_digits(digits: int, base: int) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
+_BOUNDS: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def _split_bound(digits: int, base: int, device: torch.device) -> torch.Tensor:
+    key = (digits, base, device)
+    if key not in _BOUNDS:  # made once per length: a host-to-device copy every step would cost more than the check
+        _BOUNDS[key] = torch.tensor(_split_bound_digits(digits, base), device=device)
+    return _BOUNDS[key]
+
+
 def _less_than(x_msb: torch.Tensor, bound_msb: torch.Tensor) -> torch.Tensor:
     """Row-wise x < bound for digit rows written most significant first: decided at the first differing digit."""
     diff = x_msb - bound_msb  # (N, D)
@@ -64,44 +76,53 @@ def _uniform_digits(n: int, digits: int, base: int, generator, device) -> torch.
 def _operands(batch_size: int, digits: int, base: int, split: str, generator, device) -> torch.Tensor:
     """(batch_size, digits) operands uniform over the split's range, least significant digit first.
 
-    "train"/"test" keep uniform draws below/above the split bound (exact rejection sampling: each
-    kept row is uniform over its range); about half the draws are kept, so a few spare are drawn.
+    "train"/"test" keep uniform draws below/above the split bound: exact rejection sampling, each kept
+    row uniform over its range. About half the draws are kept.
     """
     if split == "uniform":
         return _uniform_digits(batch_size, digits, base, generator, device)
-    bound = torch.tensor(_split_bound_digits(digits, base), device=device)
+    if torch.device(device).type != "cpu":
+        return _operands_without_sync(batch_size, digits, base, split, generator, device)
     kept: list[torch.Tensor] = []
     need = batch_size
-    while need > 0:
-        draw = 2 * need + 16
-        x = _uniform_digits(draw, digits, base, generator, device)
-        below = _less_than(x.flip(1), bound)
-        x = x[below] if split == "train" else x[~below]
-        kept.append(x[:need])
+    while need > 0:  # counting the kept rows reads them on the host: free on CPU
+        x = _uniform_digits(2 * need + 16, digits, base, generator, device)
+        keep = _in_split(x, digits, base, split)
+        kept.append(x[keep][:need])
         need -= kept[-1].shape[0]
     return torch.cat(kept) if len(kept) > 1 else kept[0]
+
+
+def _operands_without_sync(batch_size: int, digits: int, base: int, split: str, generator, device) -> torch.Tensor:
+    """The same rejection sampling without a host sync (which would stall a GPU every step): draw enough
+    that a shortfall is below 1e-12 (over 7 standard deviations) and take the first kept rows in order."""
+    keep_rate = min(SPLIT_NUMERATOR, SPLIT_DENOMINATOR - SPLIT_NUMERATOR) / SPLIT_DENOMINATOR
+    draw = math.ceil(1.25 * batch_size / keep_rate) + 64
+    x = _uniform_digits(draw, digits, base, generator, device)
+    keep = _in_split(x, digits, base, split)
+    torch._assert_async(keep.sum() >= batch_size, "too few draws in the split range; draw again")
+    return x[torch.nonzero_static(keep, size=batch_size).squeeze(1)]
+
+
+def _in_split(x: torch.Tensor, digits: int, base: int, split: str) -> torch.Tensor:
+    bound = _split_bound(digits, base, x.device)
+    below = _less_than(x.flip(1), bound)
+    return below if split == "train" else ~below
 
 
 def add_digits(a: torch.Tensor, b: torch.Tensor, base: int) -> torch.Tensor:
     """Exact digit-wise a + b (least significant first), carries resolved in one vectorised scan.
 
-    A carry enters position i from the nearest position k < i whose digit sum is not base-1
-    (positions summing to base-1 pass a carry through): it carries iff that sum is >= base.
+    A carry leaves position i iff the nearest position k <= i whose digit sum is not base-1 has a sum
+    >= base (sums of base-1 pass a carry on). Coding each such k as 2*k + (carries? 1 : 0), and every
+    other position as -2, a running maximum finds that k, and its lowest bit is the carry.
     """
     s = a + b  # (B, T), each 0 .. 2*(base-1)
-    batch, length = s.shape
-    positions = torch.arange(length, device=s.device).expand(batch, length)
-    decides = torch.where(s != base - 1, positions, torch.full_like(positions, -1))
-    last_decider = decides.cummax(dim=1).values  # nearest deciding position at or below i
-    generates = s >= base
-    carry_out = generates.gather(1, last_decider.clamp(min=0)) & (last_decider >= 0)
-    carry_in = torch.zeros_like(s)
-    carry_in[:, 1:] = carry_out[:, :-1]
+    doubled_positions = torch.arange(0, 2 * s.shape[1], 2, device=s.device)
+    code = torch.where(s != base - 1, doubled_positions + (s >= base), -2)
+    carry_out = code.cummax(dim=1).values & 1
+    carry_in = F.pad(carry_out[:, :-1], (1, 0))
     return (s + carry_in) % base
-
-
-def _pad_top(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.pad(x, (0, 1))  # the extra top position for the final carry
 
 
 def make_batch(
@@ -115,8 +136,8 @@ def make_batch(
 ) -> AdderBatch:
     """Random sums of two `digits`-digit operands drawn from `split`, as (B, digits+1) digit tensors."""
     _check(batch_size, digits, base, split)
-    ab = _operands(2 * batch_size, digits, base, split, generator, device)
-    a, b = _pad_top(ab[:batch_size]), _pad_top(ab[batch_size:])
+    ab = F.pad(_operands(2 * batch_size, digits, base, split, generator, device), (0, 1))  # top carry position
+    a, b = ab[:batch_size], ab[batch_size:]
     return AdderBatch(a, b, add_digits(a, b, base))
 
 
@@ -139,7 +160,7 @@ def carry_chain_batch(
     b[:, 0] += 1
     total = torch.zeros(batch_size, digits + 1, dtype=torch.long, device=device)
     total[:, digits] = 1
-    return AdderBatch(_pad_top(a), _pad_top(b), total)
+    return AdderBatch(F.pad(a, (0, 1)), F.pad(b, (0, 1)), total)
 
 
 def to_int(digit_tensor: torch.Tensor, base: int = 10) -> list[int]:

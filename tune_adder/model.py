@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tune_adder.data import MAX_BASE
@@ -58,6 +59,9 @@ class AdderRNN(nn.Module):
         self.head = nn.Linear(cfg.hidden, cfg.base)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        x = torch.cat((self.embed(a), self.embed(b)), dim=2)  # (B, T, 2*E)
+        # The embedding lookup written as one-hot @ table: the same numbers as self.embed(a), but with a
+        # vocabulary of <= 16 digits the matmul's backward is about twice as fast as Embedding's on CPU.
+        digits = F.one_hot(torch.stack((a, b), dim=2), self.cfg.base).to(self.embed.weight.dtype)  # (B, T, 2, base)
+        x = (digits @ self.embed.weight).flatten(2)  # (B, T, 2*E): a's embedding, then b's
         out, _ = self.rnn(x)  # (B, T, H)
         return self.head(out)  # (B, T, base) logits

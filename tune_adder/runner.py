@@ -267,7 +267,10 @@ def _run_config(s: Settings, storage: Storage) -> tune.RunConfig:
 
 def _new_tuner(s: Settings, storage: Storage) -> tune.Tuner:
     space, searcher, num_samples = _optuna_search(s, storage) if s.search == "optuna" else _grid_search(s)
-    tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=_scheduler(s), num_samples=num_samples)
+    # reuse_actors: a finished trial's worker process takes the next trial, saving a Python+torch start each.
+    tune_config = tune.TuneConfig(
+        metric=METRIC, mode=MODE, search_alg=searcher, scheduler=_scheduler(s), num_samples=num_samples, reuse_actors=True
+    )
     return tune.Tuner(_trainable(s), param_space=space, tune_config=tune_config, run_config=_run_config(s, storage))
 
 

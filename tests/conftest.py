@@ -1,0 +1,97 @@
+"""One real Ray cluster per test session (a `ray start --head --block` subprocess on free ports, 2 CPUs).
+
+Sweeps in the tests join it with --address; it is stopped by its pid at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RAY_BIN = Path(sys.executable).with_name("ray")
+PORT_FLAGS = (
+    "--port", "--node-manager-port", "--object-manager-port",
+    "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port", "--metrics-export-port",
+    "--runtime-env-agent-port",
+)  # fmt: skip
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports free right now (other helpers' Rays share this machine: never a fixed port)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def sweep_env() -> dict[str, str]:
+    """Environment for sweep subprocesses: the worktree importable, no Ray token auth, quiet CUDA probing."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["RAY_AUTH_MODE"] = "disabled"
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return env
+
+
+def _wait_for_ray(address: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    host, port = address.split(":")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        raise RuntimeError(f"Ray at {address} did not come up in {timeout:.0f} s")
+    # The GCS answers before the raylet has registered its CPUs; wait until the cluster shows them.
+    probe = "import ray; ray.init(address=%r, logging_level='ERROR'); print(ray.cluster_resources().get('CPU', 0))" % address
+    while time.time() < deadline:
+        out = subprocess.run([sys.executable, "-c", probe], env=sweep_env(), capture_output=True, text=True, timeout=60)
+        if out.returncode == 0 and out.stdout.strip().splitlines()[-1] not in ("0", "0.0"):
+            return
+        time.sleep(1)
+    raise RuntimeError(f"Ray at {address} has no CPUs after {timeout:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """Start a 2-CPU Ray head for the whole session and return its address."""
+    ports = free_ports(len(PORT_FLAGS))
+    temp_dir = tempfile.mkdtemp(prefix="rt_")  # short: Ray's socket paths must stay under ~100 chars
+    cmd = [str(RAY_BIN), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
+           "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp_dir,
+           "--node-ip-address", "127.0.0.1", "--min-worker-port", "0", "--max-worker-port", "0"]  # 0: random ports
+    for flag, port in zip(PORT_FLAGS, ports):
+        cmd += [flag, str(port)]
+    log = open(os.path.join(temp_dir, "ray_start.log"), "w")
+    proc = subprocess.Popen(cmd, env=sweep_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{ports[0]}"
+    try:
+        _wait_for_ray(address, proc)
+        yield address
+    finally:
+        # `ray start --block` tears down the processes it started when it is told to stop.
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -1,0 +1,80 @@
+"""The named grids and the Optuna space: sizes, contents, no duplicates, lookup by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from tune_adder import spaces
+from tune_adder.metrics import CONFIG_COLUMNS
+from tune_adder.trainable import allowed_keys
+
+
+def _key(cfg: dict) -> tuple:
+    return tuple(sorted(cfg.items()))
+
+
+@pytest.mark.parametrize("name", list(spaces.GRIDS))
+def test_grids_have_unique_configs_with_known_keys(name):
+    grid = spaces.get_grid(name)
+    assert len({_key(c) for c in grid.configs}) == len(grid.configs)
+    for cfg in grid.configs:
+        assert set(cfg) <= set(CONFIG_COLUMNS) - {"seed", "max_steps"}  # the sweep adds those two
+        assert set(cfg) <= set(allowed_keys())
+
+
+def test_full_grid_crosses_the_seed_factors():
+    configs = spaces.get_grid("full").configs
+    assert len(configs) == 4 * 3 * 4 * 3 == 144
+    assert {(c["digits"], c["lr"], c["layers"], c["cell"]) for c in configs} == {
+        (d, lr, n, cell) for d in (10, 20, 50, 100) for lr in (0.001, 0.01, 0.1) for n in (1, 2, 3, 4) for cell in ("RNN", "LSTM", "GRU")
+    }
+    assert spaces.get_grid("full").max_steps == 1000
+
+
+def test_seed_grid_is_the_four_one_factor_studies():
+    configs = spaces.get_grid("seed").configs
+    assert len(configs) == 4 + 6 + 12 + 8  # each study minus the default runs already listed
+    default = {k: v for k, v in spaces.SEED_DEFAULT.items()}
+    # Every config differs from the default run (RNN, 2 layers, lr 0.001) in at most one factor besides digits.
+    for cfg in configs:
+        changed = {k for k in ("lr", "layers", "cell") if cfg[k] != default[k]}
+        assert len(changed) <= 1, cfg
+        assert {k: cfg[k] for k in ("hidden", "embed_dim", "batch_size", "base")} == {
+            k: default[k] for k in ("hidden", "embed_dim", "batch_size", "base")
+        }
+    lr_study = {(c["digits"], c["lr"]) for c in configs if c["layers"] == 2 and c["cell"] == "RNN"}
+    assert lr_study == {(d, lr) for d in (10, 20, 50) for lr in (0.001, 0.01, 0.1)} | {(100, 0.001)}
+    assert {(c["digits"], c["layers"]) for c in configs if c["lr"] == 0.001 and c["cell"] == "RNN"} == {
+        (d, n) for d in (10, 20, 50, 100) for n in (1, 2, 3, 4)
+    }
+    assert {(c["digits"], c["cell"]) for c in configs if c["lr"] == 0.001 and c["layers"] == 2} == {
+        (d, cell) for d in (10, 20, 50, 100) for cell in ("RNN", "LSTM", "GRU")
+    }
+
+
+def test_quick_grid_is_small_and_varies_cell_and_lr():
+    grid = spaces.get_grid("quick")
+    assert 4 <= len(grid.configs) <= 12
+    assert len({c["cell"] for c in grid.configs}) >= 2
+    assert len({c["lr"] for c in grid.configs}) >= 2
+    assert grid.max_steps < 1000
+
+
+def test_unknown_grid_lists_the_valid_names():
+    with pytest.raises(ValueError, match="full, seed, quick"):
+        spaces.get_grid("huge")
+
+
+def test_optuna_space_samples_the_issue_ranges():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    space = spaces.optuna_space(digits=20)
+    assert space["digits"] == 20
+    lr = space["lr"]
+    assert isinstance(lr, Float) and (lr.lower, lr.upper) == (1e-4, 0.3)
+    assert isinstance(space["layers"], Integer) and (space["layers"].lower, space["layers"].upper) == (1, 5)  # 1..4
+    assert isinstance(space["cell"], Categorical) and set(space["cell"].categories) == {"RNN", "LSTM", "GRU"}
+    assert list(space["hidden"].categories) == [32, 64, 128]
+    assert list(space["embed_dim"].categories) == [16, 32, 64]
+    assert list(space["batch_size"].categories) == [64, 128, 200, 256, 512]
+    assert set(space) <= set(allowed_keys())

@@ -1,0 +1,218 @@
+"""End-to-end sweeps on a real Ray: the quick grid, ASHA, Optuna, kill -9 and resume, a killed worker,
+--stop-when-solved, and every bad flag. Trials are tiny (few digits, few steps) to keep this file short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO, sweep_env
+from tune_adder import spaces
+from tune_adder.metrics import HISTORY_COLUMNS, TRIAL_COLUMNS
+from tune_adder.sweep import main
+
+TINY = ["--eval-size", "100", "--status-every", "5"]  # small held-out sets: evaluations cost little
+
+
+def sweep(args: list[str], storage: Path, address: str | None, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage)]
+    cmd += ["--address", address] if address else []
+    return subprocess.run(cmd, env=sweep_env(), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def start_sweep(args: list[str], storage: Path, address: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage), "--address", address]
+    return subprocess.Popen(cmd, env=sweep_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def only_experiment(storage: Path) -> Path:
+    (exp,) = [p for p in storage.iterdir() if p.is_dir()]
+    return exp
+
+
+def frames(exp: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    history, trials = pd.read_parquet(exp / "history.parquet"), pd.read_parquet(exp / "trials.parquet")
+    assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert list(trials.columns) == list(TRIAL_COLUMNS)
+    assert not history.duplicated(["trial_id", "step"]).any()
+    return history, trials
+
+
+def raw_reports(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def assert_full_histories(history: pd.DataFrame, eval_every: int, max_steps: int) -> None:
+    expected = list(range(eval_every, max_steps + 1, eval_every))
+    for trial_id, steps in history.groupby("trial_id")["step"]:
+        assert sorted(steps) == expected, trial_id
+
+
+def test_quick_grid_end_to_end_on_embedded_ray(tmp_path):
+    """The README command (shrunk), on the embedded local Ray; a rerun prints the summary and runs nothing."""
+    args = ["--grid", "quick", "--max-steps", "40", "--eval-every", "20"]
+    out = sweep(args, tmp_path, address=None)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "best configs by val_exact_match" in out.stdout and "plot_convergence.py" in out.stdout
+    exp = only_experiment(tmp_path)
+    assert exp.name == "quick-fifo-seeds1-steps40"
+    history, trials = frames(exp)
+    n = len(spaces.get_grid("quick").configs)
+    assert len(trials) == n and set(trials["stop_reason"]) == {"completed"} and set(trials["status"]) == {"TERMINATED"}
+    assert len(history) == 2 * n
+    assert_full_histories(history, 20, 40)
+    assert {(c["digits"], c["cell"], c["lr"]) for c in spaces.get_grid("quick").configs} == set(
+        trials[["digits", "cell", "lr"]].itertuples(index=False, name=None)
+    )
+    assert (trials["steps_trained"] == 40).all() and trials["wall_time_s"].gt(0).all()
+    settings = json.loads((exp / "experiment.json").read_text())
+    assert settings["status"] == "completed" and settings["grid"] == "quick" and settings["max_steps"] == 40
+    assert settings["num_trials"] == n and settings["end_time"] and settings["wall_time_s"] > 0
+    # Rerunning the finished experiment only prints its summary.
+    stamp = (exp / "trials.parquet").stat().st_mtime_ns
+    again = sweep(args, tmp_path, address=None)
+    assert again.returncode == 0 and "already complete" in again.stdout and "best configs" in again.stdout
+    assert (exp / "trials.parquet").stat().st_mtime_ns == stamp
+
+
+def test_asha_stops_some_trials(tmp_path, ray_address):
+    args = ["--grid", "quick", "--scheduler", "asha", "--max-steps", "80", "--eval-every", "10",
+            "--grace-period", "10", "--reduction-factor", "3"]  # fmt: skip
+    out = sweep(args, tmp_path, ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    history, trials = frames(only_experiment(tmp_path))
+    cut = trials[trials["stop_reason"] == "early_stopped"]
+    assert len(cut) >= 1 and (cut["steps_trained"] < 80).all()
+    assert (trials["stop_reason"] == "completed").sum() >= 1
+    assert history.groupby("trial_id")["step"].max().to_dict() == trials.set_index("trial_id")["steps_trained"].to_dict()
+
+
+def test_killed_driver_resumes_without_rerunning_or_repeating(tmp_path, ray_address):
+    args = ["--grid", "quick", "--max-steps", "120", "--eval-every", "10", "--checkpoint-every", "2"]
+    proc = start_sweep(args, tmp_path, ray_address)
+
+    def finished_trials():
+        exp = next((p for p in tmp_path.iterdir() if p.is_dir()), None) if tmp_path.exists() else None
+        dirs = sorted(exp.glob("train_adder_*")) if exp else []
+        done = [d for d in dirs if any(r.get("stop_reason") not in (None, "running") for r in raw_reports(d))]
+        return done if len(done) >= 2 else None
+
+    done = wait_for(finished_trials, 180, "two finished trials")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    counts = {d.name: len(raw_reports(d)) for d in done}
+    out = sweep(args, tmp_path, ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming" in out.stdout
+    exp = only_experiment(tmp_path)
+    history, trials = frames(exp)
+    assert len(trials) == len(spaces.get_grid("quick").configs)  # no trial started twice
+    assert set(trials["stop_reason"]) == {"completed"}
+    assert_full_histories(history, 10, 120)  # nothing lost, nothing repeated
+    for d in done:  # finished trials trained no further: at most their final report is repeated
+        after = raw_reports(d)[counts[d.name] :]
+        assert all(r["step"] == 120 for r in after), d.name
+    settings = json.loads((exp / "experiment.json").read_text())
+    assert settings["status"] == "completed" and [s["resumed"] for s in settings["sessions"]] == [False, True]
+
+
+def test_optuna_study_in_sqlite_and_a_killed_worker_resumes_from_its_checkpoint(tmp_path, ray_address):
+    args = ["--search", "optuna", "--num-samples", "2", "--digits", "3", "--max-steps", "200", "--eval-every", "10",
+            "--checkpoint-every", "2"]  # fmt: skip
+    proc = start_sweep(args, tmp_path, ray_address)
+
+    def trial_past_first_checkpoint():
+        for trial_dir in sorted(tmp_path.glob("*/train_adder_*")):
+            reports = raw_reports(trial_dir)
+            if reports and 40 <= reports[-1]["step"] < 150:
+                return trial_dir, reports[-1]
+        return None
+
+    trial_dir, last = wait_for(trial_past_first_checkpoint, 120, "a trial past its first checkpoint")
+    os.kill(last["pid"], signal.SIGKILL)  # the trial's worker process, as Ray reported it
+    assert proc.wait(timeout=180) == 0
+    reports = raw_reports(trial_dir)
+    first_after = next(r for r in reports if r["pid"] != last["pid"])
+    # Resumed from a checkpoint (one every 20 steps), not from scratch.
+    assert first_after["step"] > 10 and (first_after["step"] - 10) % 20 == 0
+    exp = only_experiment(tmp_path)
+    history, trials = frames(exp)
+    assert trials["stop_reason"].tolist() == ["completed"] * 2
+    assert_full_histories(history, 10, 200)
+    assert (trials["digits"] == 3).all() and trials["lr"].between(1e-4, 0.3).all() and trials["lr"].nunique() == 2
+    study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 2
+
+
+def test_stop_when_solved(tmp_path, ray_address):
+    args = ["--grid", "quick", "--max-steps", "200", "--eval-every", "20", "--stop-when-solved"]
+    out = sweep(args, tmp_path, ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    exp = only_experiment(tmp_path)
+    assert exp.name.endswith("-solve")
+    history, trials = frames(exp)
+    solved = trials[trials["stop_reason"] == "solved"]
+    assert len(solved) >= 1
+    for row in solved.itertuples():
+        steps = history[history["trial_id"] == row.trial_id].sort_values("step")
+        assert row.steps_trained < 200 and steps["val_exact_match"].tail(3).eq(1.0).all()
+        assert row.steps_to_solve <= row.steps_trained - 2 * 20
+    assert set(trials["stop_reason"]) <= {"solved", "completed"}
+
+
+BAD_FLAGS = [
+    (["--grid", "huge"], "full, seed, quick"),
+    (["--search", "random"], "grid, optuna"),
+    (["--scheduler", "hyperband"], "fifo, asha"),
+    (["--seeds", "0"], "--seeds"),
+    (["--search", "optuna", "--num-samples", "0"], "--num-samples"),
+    (["--max-steps", "0"], "--max-steps"),
+    (["--cpus-per-trial", "0.5"], "--cpus-per-trial"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial"),
+    (["--reduction-factor", "1"], "--reduction-factor"),
+    (["--seeds", "two"], "--seeds"),
+    (["--frobnicate"], "unrecognized"),
+    (["--search", "optuna", "--grid", "quick"], "--grid"),
+    (["--num-samples", "5"], "--num-samples"),
+    (["--gpus-per-trial", "4"], "GPU"),  # this machine has none: refused before Ray starts
+]
+
+
+@pytest.mark.parametrize(("flags", "named"), BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_bad_flag_exits_2_with_one_line_and_writes_nothing(flags, named, tmp_path, capsys):
+    storage = tmp_path / "results"
+    assert main([*flags, "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and named in err
+    assert not storage.exists()
+
+
+def test_more_gpus_or_cpus_than_the_cluster_has_exit_2_through_the_cli(tmp_path, ray_address):
+    for flags, named in ((["--gpus-per-trial", "0.25"], "0 GPU"),):  # the same check covers --cpus-per-trial
+        out = sweep(["--grid", "quick", *flags], tmp_path / "results", ray_address, timeout=60)
+        assert out.returncode == 2, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and named in out.stderr
+        assert not (tmp_path / "results").exists()
