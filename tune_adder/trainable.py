@@ -101,6 +101,8 @@ def train_adder(config: dict[str, Any]) -> None:
     """Train one config, reporting every evaluation; the final report carries the trainer's stop reason."""
     model_cfg, train_cfg, checkpoint_every = to_configs(config)
     device = _device_and_threads()
+    if device == "cuda":  # actors are reused across trials: the peak reported must be this trial's own
+        torch.cuda.reset_peak_memory_stats()
     state, meta = _restore()
     if meta is not None and meta[STOP_REASON_KEY] != "running":
         _report(meta["metrics"])  # finished before the driver died: report the end again, train nothing
