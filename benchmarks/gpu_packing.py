@@ -175,15 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"], capture_output=True,
                          text=True).stdout.strip() if shutil.which("nvidia-smi") else "none (nvidia-smi not found)"
     rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for g in args.gpus_per_trial:
         run = ray_sweep(configs, g, args.seeds, args.max_steps) if mode == "ray" else packed_processes(configs, g, sys.executable)
         rows.append(_summary(g, run))
         print(json.dumps(rows[-1]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_packing.json").write_text(json.dumps({"gpu": gpu, "python": sys.version, "rows": rows}, indent=2))
-    (args.out / "gpu_packing.md").write_text(_table(rows, gpu))
+        # Written after every setting, so a run cut short by the time limit still leaves its table.
+        _write(args.out / "gpu_packing.json", json.dumps({"gpu": gpu, "python": sys.version, "rows": rows}, indent=2))
+        _write(args.out / "gpu_packing.md", _table(rows, gpu))
     print(_table(rows, gpu))
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _importable(module: str) -> bool:
