@@ -28,7 +28,7 @@ def _ray_checks(config: dict[str, Any]) -> dict[str, Any]:
     try:
         prepared = prepare_config(config)
         validate_config(prepared)
-    except Exception as e:  # jsonschema.ValidationError, ValueError, KeyError, cli_logger.abort's SystemExit-free errors
+    except Exception as e:  # jsonschema.ValidationError, ValueError, KeyError, click.ClickException (cli_logger.abort)
         message = getattr(e, "message", None) or str(e)
         path = "/".join(str(p) for p in getattr(e, "absolute_path", []))
         raise ConfigError(f"Ray rejects the config{' at ' + path if path else ''}: {message.splitlines()[0]}") from None
