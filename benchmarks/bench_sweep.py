@@ -41,7 +41,10 @@ def _train_one(config: dict) -> int:
 
     torch.set_num_threads(1)  # as the sweep gives each 1-CPU trial
     model_cfg, train_cfg, _ = to_configs(config)
-    return sum(1 for _ in fit(model_cfg, train_cfg))
+    start = time.perf_counter()
+    evals = sum(1 for _ in fit(model_cfg, train_cfg))
+    print(f"plain trial {config['digits']} {config['cell']} {config['lr']}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return evals
 
 
 def plain_loop(grid: str) -> None:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 SPLITS = ("train", "test", "uniform")
-# The course handout splits operands at 555555555 of 10**9; generalised to any length and base
-# as floor(SPLIT_FRACTION * base**digits), computed exactly as a fraction.
+# The course handout splits its 9-digit operands near 0.5555 of the range (train below, test above);
+# generalised to any length and base as floor(0.5555 * base**digits), computed exactly in integers.
 SPLIT_NUMERATOR, SPLIT_DENOMINATOR = 5555, 10000
 MAX_BASE = 16
 _DIGIT_CHARS = "0123456789abcdef"
