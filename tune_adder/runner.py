@@ -34,6 +34,9 @@ from optuna.exceptions import UpdateFinishedTrialError  # noqa: E402
 
 from tune_adder.trainable import train_adder  # noqa: E402
 
+# A cluster that autoscales from zero workers (cluster/config.yaml) has no room for a trial until the
+# autoscaler adds a node; its head exports this (seconds) so a sweep asks for a node and waits for it.
+NODE_WAIT_ENV = "TUNE_ADDER_NODE_WAIT_S"
 CHECKPOINTS_KEPT = 2  # per trial: the latest and one before it, in case the latest was cut short
 
 
@@ -164,12 +167,34 @@ def _start_ray(s: Settings) -> None:
         return
     quiet.pop("include_dashboard")  # the cluster's dashboard is the cluster's business
     ray.init(address=s.address, **quiet)
-    resources = ray.cluster_resources()
     try:
-        _check_fits(s, resources.get("CPU", 0), resources.get("GPU", 0))
+        _wait_for_room(s, float(os.environ.get(NODE_WAIT_ENV) or 0))
     except UsageError:
         ray.shutdown()
         raise
+
+
+def _wait_for_room(s: Settings, wait_s: float) -> None:
+    """Check the joined cluster can hold a trial; on one that autoscales, ask for a node and wait up to wait_s."""
+    from ray.autoscaler.sdk import request_resources
+
+    deadline, asked = time.monotonic() + wait_s, False
+    while True:
+        resources = ray.cluster_resources()
+        try:
+            _check_fits(s, resources.get("CPU", 0), resources.get("GPU", 0))
+            break
+        except UsageError:
+            if time.monotonic() >= deadline:
+                raise
+        if not asked:
+            bundle = {"CPU": s.cpus_per_trial, **({"GPU": s.gpus_per_trial} if s.gpus_per_trial else {})}
+            request_resources(bundles=[bundle])
+            print(f"waiting up to {wait_s:.0f} s for the autoscaler to add a node for one trial ({bundle})", flush=True)
+            asked = True
+        time.sleep(2)
+    if asked:
+        request_resources(bundles=[])  # from here Tune's own demand scales the cluster; drop our request
 
 
 def _check_fits(s: Settings, cpus: float, gpus: float) -> None:

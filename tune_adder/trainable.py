@@ -64,6 +64,14 @@ def _device_and_threads() -> str:
     return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
 
 
+def _placement(device: str) -> dict[str, Any]:
+    """Where a report was made (read by the multi-node tests and the GPU packing benchmark)."""
+    where = {"node_id": ray.get_runtime_context().get_node_id()}
+    if device == "cuda":
+        where["gpu_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return where
+
+
 def _checkpoint(trainer: Trainer | None, meta: dict[str, Any], state: dict | None = None) -> tune.Checkpoint:
     folder = tempfile.mkdtemp(prefix="tune_adder_ckpt_")
     save_state(state if trainer is None else trainer.state_dict(), os.path.join(folder, STATE_FILE))
@@ -93,6 +101,8 @@ def train_adder(config: dict[str, Any]) -> None:
     """Train one config, reporting every evaluation; the final report carries the trainer's stop reason."""
     model_cfg, train_cfg, checkpoint_every = to_configs(config)
     device = _device_and_threads()
+    if device == "cuda":  # actors are reused across trials: the peak reported must be this trial's own
+        torch.cuda.reset_peak_memory_stats()
     state, meta = _restore()
     if meta is not None and meta[STOP_REASON_KEY] != "running":
         _report(meta["metrics"])  # finished before the driver died: report the end again, train nothing
@@ -100,8 +110,8 @@ def train_adder(config: dict[str, Any]) -> None:
     trainer = Trainer(model_cfg, train_cfg, state=state, device=device)
     last: EvalMetrics | None = None
     for n, last in enumerate(trainer.run(), start=1):
-        report = {**last.as_dict(), STOP_REASON_KEY: "running"}
+        report = {**last.as_dict(), STOP_REASON_KEY: "running", **_placement(device)}
         ckpt = _checkpoint(trainer, {STOP_REASON_KEY: "running", "metrics": report}) if n % checkpoint_every == 0 else None
         _report(report, ckpt)
-    final = {**(last.as_dict() if last else meta["metrics"]), STOP_REASON_KEY: trainer.stopped_reason}
+    final = {**(last.as_dict() if last else meta["metrics"]), STOP_REASON_KEY: trainer.stopped_reason, **_placement(device)}
     _report(final, _checkpoint(trainer, {STOP_REASON_KEY: trainer.stopped_reason, "metrics": final}))

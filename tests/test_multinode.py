@@ -1,0 +1,100 @@
+"""A real multi-node sweep on this machine: a head and a worker as separate `ray start` processes.
+
+The quick grid (shortened) runs with `--address`; trials land on both nodes, and the worker is crashed
+mid-sweep (SIGKILL to its processes): the sweep finishes, the lost trials continue from their checkpoints
+on the head, and every trial has every step. Both tests read the one sweep (a second sweep would double
+the suite's slowest part). Both nodes share one tmp folder as --storage, as a real cluster shares a
+bucket: Ray >= 2.7 does not copy trial folders between nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ray_nodes import start_cluster
+from tune_adder.results import load_records
+from tune_adder.storage import Storage
+
+REPO = Path(__file__).resolve().parents[1]
+NAME, MAX_STEPS, EVAL_EVERY = "lost-node", 30, 5
+# The quick grid's 8 configs, few steps, a checkpoint at every evaluation, retries for the lost trials.
+SWEEP = ["--grid", "quick", "--max-steps", str(MAX_STEPS), "--eval-every", str(EVAL_EVERY), "--eval-size", "200",
+         "--checkpoint-every", "1", "--max-failures", "3", "--status-every", "5", "--name", NAME]
+
+
+def _caught_mid_run(folder: Path, node_id: str) -> str | None:
+    """A trial on `node_id` that has checkpointed past its first evaluation and still has steps to run."""
+    for result in folder.glob("*/result.json"):
+        last = result.read_text().rstrip().rsplit("\n", 1)[-1]
+        report = json.loads(last) if last.endswith("}") else {}
+        if report.get("node_id") == node_id and 2 * EVAL_EVERY <= report["step"] <= MAX_STEPS - 2 * EVAL_EVERY:
+            return result.parent.name
+    return None
+
+
+@pytest.fixture(scope="module")
+def lost_node_sweep():
+    """Run the sweep on head + worker, crash the worker once one of its trials is mid-run, wait for the end."""
+    tmp = Path(tempfile.mkdtemp(prefix="ta-mn-"))  # short: Ray's socket paths live under it
+    address, nodes = start_cluster(tmp, {"head": 2, "worker": 2})
+    head, worker = nodes
+    names = {head.node_id(): "head", worker.node_id(): "worker"}
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *SWEEP, "--address", address, "--storage", str(tmp / "storage")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    try:
+        deadline = time.monotonic() + 240
+        while (victim := _caught_mid_run(tmp / "storage" / NAME, worker.node_id())) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"no trial was caught mid-run on the worker:\n{proc.communicate()[0][-3000:]}")
+            time.sleep(0.05)
+        worker.kill()  # SIGKILL its `ray start`, raylet, agents and trial processes, all at once
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-4000:]
+        records = load_records(Storage.from_arg(str(tmp / "storage")), NAME)  # every report, repeats included
+        yield {"folder": tmp / "storage" / NAME, "names": names, "victim": victim, "out": out,
+               "reports": {r.trial_id: r.reports for r in records}}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for node in reversed(nodes):
+            node.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_sweep_spreads_trials_over_nodes(lost_node_sweep):
+    names, reports = lost_node_sweep["names"], lost_node_sweep["reports"]
+    used = {names[r["node_id"]] for trial in reports.values() for r in trial}
+    assert used == {"head", "worker"}
+
+
+def test_sweep_survives_losing_a_worker_node(lost_node_sweep):
+    folder, names = lost_node_sweep["folder"], lost_node_sweep["names"]
+    # Nothing lost: all 8 trials finished, each with every evaluation step in the frames.
+    assert json.loads((folder / "experiment.json").read_text())["status"] == "completed"
+    trials = pd.read_parquet(folder / "trials.parquet")
+    history = pd.read_parquet(folder / "history.parquet")
+    assert len(trials) == 8 and set(trials["status"]) == {"TERMINATED"} and set(trials["stop_reason"]) == {"completed"}
+    assert (trials["steps_trained"] == MAX_STEPS).all()
+    for trial_id, steps in history.groupby("trial_id")["step"]:
+        assert sorted(steps) == list(range(EVAL_EVERY, MAX_STEPS + 1, EVAL_EVERY)), trial_id
+    # The trial caught on the worker finished on the head, continuing from a checkpoint, not from scratch:
+    # the head's first report for it comes after the first evaluation and at most one evaluation after
+    # the worker's last.
+    victim = next(t for t in lost_node_sweep["reports"] if t in lost_node_sweep["victim"])
+    steps = [(names[r["node_id"]], r["step"]) for r in lost_node_sweep["reports"][victim]]
+    on_worker = [s for n, s in steps if n == "worker"]
+    on_head = [s for n, s in steps if n == "head"]
+    assert on_worker and on_head and steps[-1] == ("head", MAX_STEPS), steps
+    assert EVAL_EVERY < on_head[0] <= max(on_worker) + EVAL_EVERY, (steps, lost_node_sweep["out"][-2000:])
