@@ -34,14 +34,10 @@ def one_trial(config: dict) -> dict:
     """Train one flat config on cuda (when there is one) in this process; its wall time and peak memory."""
     import torch
 
-    from tune_adder.model import ModelConfig
-    from tune_adder.train import Trainer, TrainConfig
+    from tune_adder.configs import to_configs
+    from tune_adder.train import Trainer
 
-    # The trainable's to_configs needs Ray; this benchmark must run without it, so split the flat keys here.
-    model_keys = {"base", "embed_dim", "hidden", "layers", "cell"}
-    model_cfg = ModelConfig(**{k: v for k, v in config.items() if k in model_keys})
-    train_cfg = TrainConfig(digits=config["digits"], lr=config["lr"], batch_size=config["batch_size"],
-                            steps=config["max_steps"], seed=config["seed"], device="auto")
+    model_cfg, train_cfg, _ = to_configs(config)
     started = time.perf_counter()
     trainer = Trainer(model_cfg, train_cfg)
     last = None
