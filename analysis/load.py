@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_adder.metrics import HISTORY_COLUMNS, STEP, STOP_REASONS, TRIAL_COLUMNS, TRIAL_ID
+from tune_adder.metrics import HISTORY_COLUMNS, PROBE_COLUMNS, STEP, STOP_REASONS, TRIAL_COLUMNS, TRIAL_ID
 
 DEFAULT_STORAGE = Path("results")
 HISTORY_FILE = "history.parquet"
@@ -103,7 +103,10 @@ def load_experiment(path: Path) -> Experiment:
     if not path.is_dir():
         raise InputError(f"experiment folder '{path}' does not exist")
     notes: list[str] = []
-    trials = _read_frame(path / TRIALS_FILE, TRIAL_COLUMNS)
+    trials = _read_frame(path / TRIALS_FILE, tuple(c for c in TRIAL_COLUMNS if c not in PROBE_COLUMNS))
+    if not set(PROBE_COLUMNS) <= set(trials.columns):
+        notes.append("no length-generalisation probes: the sweep predates them")
+        trials = trials.assign(**{c: pd.NA for c in PROBE_COLUMNS if c not in trials.columns})
     history = _read_frame(path / HISTORY_FILE, HISTORY_COLUMNS)
     history, trials = _normalise(history, trials, notes)
     return Experiment(path, history, trials, _read_settings(path / SETTINGS_FILE, notes), notes)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tune_adder.metrics import EVAL_METRICS, HISTORY_COLUMNS, TRIAL_COLUMNS
+from tune_adder.metrics import EVAL_METRICS, HISTORY_COLUMNS, PROBE_COLUMNS, TRIAL_COLUMNS
 
 BASE_CONFIG = dict(digits=10, lr=0.001, layers=2, cell="RNN", hidden=64, embed_dim=32, batch_size=200, base=10,
                    seed=0, max_steps=1000)
@@ -57,6 +57,7 @@ def frames(specs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         row.update(best_val_exact_match=curve["val_exact_match"].max(),
                    steps_to_solve=int(solved.iloc[0]) if len(solved) else None, diverged=diverged,
                    steps_trained=int(last["step"]), wall_time_s=float(last["time_total_s"]))
+        row.update({c: spec.get("probes", {}).get(c) for c in PROBE_COLUMNS})  # None: not probed
         rows.append(row)
     history = pd.concat(histories, ignore_index=True)[list(HISTORY_COLUMNS)]
     trials = pd.DataFrame(rows)[list(TRIAL_COLUMNS)]

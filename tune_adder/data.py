@@ -163,6 +163,35 @@ def carry_chain_batch(
     return AdderBatch(F.pad(a, (0, 1)), F.pad(b, (0, 1)), total)
 
 
+# ---- the training stream ------------------------------------------------------------------------
+_MASK64 = (1 << 64) - 1
+
+
+def stream_seed(seed: int, step: int) -> int:
+    """The generator seed of training step `step` of run `seed`: splitmix64 of the pair, so nearby
+    (seed, step) pairs give unrelated streams and no two pairs below 2**32 share one."""
+    x = ((seed & 0xFFFFFFFF) << 32 | (step & 0xFFFFFFFF)) & _MASK64
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (x ^ (x >> 31)) >> 1  # 63 bits: torch seeds are signed 64-bit
+
+
+def training_batch(seed: int, step: int, batch_size: int, digits: int, *, base: int = 10) -> AdderBatch:
+    """The sums of training step `step` of the run seeded `seed`, drawn on CPU from their own generator.
+
+    A step's data depends on (seed, step) alone, never on the device or on the steps before it, so a
+    run resumes from any step on any device with the same data, and a CPU run and a GPU run (or a
+    member of a trial pack) with the same seed see the same sums.
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**32:
+        raise ValueError(f"step={step!r}: must be an integer in 0..2**32-1")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed!r}: must be an integer in 0..2**32-1")
+    generator = torch.Generator().manual_seed(stream_seed(seed, step))
+    return make_batch(batch_size, digits, base=base, split="train", generator=generator)
+
+
 def to_int(digit_tensor: torch.Tensor, base: int = 10) -> list[int]:
     """Python integers of digit rows (least significant first); for tests and display only."""
     rows = digit_tensor.reshape(-1, digit_tensor.shape[-1]).tolist()

@@ -13,9 +13,12 @@ import pandas as pd
 from tune_adder.metrics import (
     CONFIG_COLUMNS,
     EVAL_METRICS,
+    GENERALISES_BEYOND,
+    GENERALISES_TO,
     HISTORY_COLUMNS,
     METRIC,
     MODE,
+    PROBE_COLUMNS,
     SOLVED_PATIENCE,
     STEP,
     STOP_REASONS,
@@ -107,13 +110,15 @@ def _trial_row(rec: TrialRecord) -> dict[str, Any]:
         "diverged": any(bool(r.get("diverged")) for r in reports),
         "steps_trained": int(last[STEP]) if last else 0,
         "wall_time_s": last.get("time_total_s"),
+        **{c: last.get(c) for c in PROBE_COLUMNS},  # in the final report only
     }
 
 
 def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
     """One row per trial: config, status, stop reason, final and best metrics, steps_to_solve."""
     frame = pd.DataFrame([_trial_row(r) for r in records], columns=list(TRIAL_COLUMNS))
-    return frame.astype({"steps_to_solve": "Int64", "steps_trained": "int64", "diverged": "bool"})
+    probe_types = {c: "Float64" for c in PROBE_COLUMNS} | {GENERALISES_TO: "Int64", GENERALISES_BEYOND: "boolean"}
+    return frame.astype({"steps_to_solve": "Int64", "steps_trained": "int64", "diverged": "bool", **probe_types})
 
 
 def best_trials(trials: pd.DataFrame, n: int = 5) -> pd.DataFrame:

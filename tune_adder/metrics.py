@@ -40,6 +40,25 @@ TRIAL_ID = "trial_id"
 # history.parquet: one row per report of every trial, no repeated (trial_id, step).
 HISTORY_COLUMNS = (TRIAL_ID, *CONFIG_COLUMNS, *EVAL_METRICS, "time_total_s")
 
+# Length-generalisation probes at the end of a trial (tune_adder/probes.py): exact match on uniform and on
+# carry-chain sums at each length of the ladder, one trials.parquet column per (kind, length).
+PROBE_LADDER = (100, 1_000, 10_000)
+PROBE_KINDS = ("uniform", "carry_chain")
+
+
+def probe_column(kind: str, length: int) -> str:
+    """e.g. probe_carry_chain_1000: exact match on 1000-digit carry-chain sums."""
+    return f"probe_{kind}_{length}"
+
+
+GENERALISES_TO = "generalises_to"  # longest rung up to which every probe passes; the trained length if none
+GENERALISES_BEYOND = "generalises_beyond_trained"  # False when generalises_to is only the trained length
+PROBE_COLUMNS = (
+    *(probe_column(kind, length) for length in PROBE_LADDER for kind in PROBE_KINDS),
+    GENERALISES_TO,
+    GENERALISES_BEYOND,
+)
+
 # trials.parquet: one row per trial.
 STOP_REASONS = (
     "completed",  # trained max_steps
@@ -61,4 +80,5 @@ TRIAL_COLUMNS = (
     "diverged",
     "steps_trained",
     "wall_time_s",
+    *PROBE_COLUMNS,  # null for a trial that did not reach its end (early stopped, error, running)
 )

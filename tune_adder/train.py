@@ -20,8 +20,8 @@ from typing import Iterator, NoReturn
 import torch
 import torch.nn.functional as F
 
-from tune_adder import metrics
-from tune_adder.data import AdderBatch, carry_chain_batch, make_batch
+from tune_adder import metrics, probes
+from tune_adder.data import AdderBatch, carry_chain_batch, make_batch, training_batch
 from tune_adder.model import AdderRNN, ModelConfig, _check_int
 
 # The held-out sets are drawn once from this seed, whatever the training seed: every trial of a
@@ -31,7 +31,9 @@ EVAL_SEED = 20200101
 # than 4 x 500 here) and this many (row x position) cells anywhere, so 1000-digit evaluations stay small.
 EVAL_CHUNK_ROWS = 500
 EVAL_CHUNK_CELLS = 262_144
-STATE_VERSION = 1
+# 2: the training data of a step depends on (seed, step) only; no generator state is saved.
+STATE_VERSION = 2
+MAX_SEED = 2**32 - 1
 # Adam turns lr into a float32 step size (lr / (1 - beta1) at the first step); far past any useful rate
 # that overflows inside the optimiser, so such rates are refused up front.
 MAX_LR = 1000.0
@@ -57,7 +59,7 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr!r}: must be a positive finite number <= {MAX_LR:g}")
         for name in ("batch_size", "steps", "eval_every", "eval_size", "probe_size"):
             _check_int(name, getattr(self, name), 1)
-        _check_int("seed", self.seed, 0)
+        _check_int("seed", self.seed, 0, MAX_SEED)
         if not isinstance(self.stop_when_solved, bool):
             raise ValueError(f"stop_when_solved={self.stop_when_solved!r}: must be True or False")
         if self.device != "auto":
@@ -116,7 +118,6 @@ class Trainer:
             self.model = AdderRNN(model_cfg).to(self.device)
         # fused: one kernel per tensor instead of a dozen small ops (Adam's maths unchanged)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train_cfg.lr, fused=True)
-        self.data_rng = torch.Generator(device=self.device).manual_seed(train_cfg.seed)
         self.step = 0
         self.samples_seen = 0
         self.stopped_reason: str | None = None
@@ -157,9 +158,7 @@ class Trainer:
 
     def _train_step(self) -> None:
         cfg = self.train_cfg
-        batch = make_batch(
-            cfg.batch_size, cfg.digits, base=self.model_cfg.base, generator=self.data_rng, device=self.device
-        )
+        batch = _to_device(training_batch(cfg.seed, self.step, cfg.batch_size, cfg.digits, base=self.model_cfg.base), self.device)
         loss = _loss(self.model(batch.a, batch.b), batch.total)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -198,6 +197,17 @@ class Trainer:
             diverged=not math.isfinite(train_loss),
         )
 
+    @torch.inference_mode()
+    def probe(self) -> dict[str, float | int | bool]:
+        """Length-generalisation probes of the model as it is now (tune_adder/probes.py): exact match on
+        uniform and carry-chain sums up to 10,000 digits, generalises_to and generalises_beyond_trained."""
+        self.model.eval()
+        try:
+            found = probes.run_probes(lambda batch: _score(self.model, batch)[1], self.model_cfg.base, self.device)
+        finally:
+            self.model.train()
+        return probes.summary(found, self.train_cfg.digits)
+
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue exactly, as CPU copies (safe to keep while training goes on)."""
@@ -207,7 +217,6 @@ class Trainer:
             "train_config": asdict(self.train_cfg),
             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             "optimizer": _to_cpu(copy.deepcopy(self.optimizer.state_dict())),
-            "data_rng": self.data_rng.get_state().cpu(),
             "torch_rng": torch.get_rng_state(),
             "step": self.step,
             "samples_seen": self.samples_seen,
@@ -222,7 +231,10 @@ class Trainer:
 
     def _load(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"state version={state.get('version')!r}: must be {STATE_VERSION}")
+            raise ValueError(
+                f"state version={state.get('version')!r}: must be {STATE_VERSION} (older states drew training data "
+                "from a saved generator and cannot continue exactly with this code; start the run afresh)"
+            )
         if state["model_config"] != asdict(self.model_cfg):
             raise ValueError(f"state model_config={state['model_config']}: must equal {asdict(self.model_cfg)}")
         if state["train_config"]["digits"] != self.train_cfg.digits:
@@ -231,7 +243,6 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:
             group["lr"] = self.train_cfg.lr  # the config, not the checkpoint, decides the learning rate
-        self.data_rng.set_state(state["data_rng"])
         if self.model_cfg.dropout > 0:
             torch.set_rng_state(state["torch_rng"])
             if "cuda_rng" in state and self.device.type == "cuda":
@@ -301,6 +312,13 @@ def _score(model: AdderRNN, batch: AdderBatch) -> tuple[float, float, float]:
         sums += torch.stack((_loss(logits, total) * total.numel(), right.all(dim=1).sum(), right.sum())).double()
     loss_sum, exact, digits_right = sums.tolist()  # one device sync per set
     return loss_sum / (rows * length), exact / rows, digits_right / (rows * length)
+
+
+def _to_device(batch: AdderBatch, device: torch.device) -> AdderBatch:
+    """One host-to-device copy for the three digit tensors of a CPU-drawn batch."""
+    if device.type == "cpu":
+        return batch
+    return AdderBatch(*torch.stack(batch).to(device, non_blocking=True).unbind(0))
 
 
 def _to_cpu(obj):

@@ -82,4 +82,5 @@ def train_adder(config: dict[str, Any]) -> None:
         ckpt = _checkpoint(trainer, {STOP_REASON_KEY: "running", "metrics": report}) if n % checkpoint_every == 0 else None
         _report(report, ckpt)
     final = {**(last.as_dict() if last else meta["metrics"]), STOP_REASON_KEY: trainer.stopped_reason, **_placement(device)}
+    final.update(trainer.probe())  # how far past its trained length the finished model adds
     _report(final, _checkpoint(trainer, {STOP_REASON_KEY: trainer.stopped_reason, "metrics": final}))

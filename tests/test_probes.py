@@ -1,0 +1,90 @@
+"""Length-generalisation probes: an exact adder (weights set by hand) reaches the top of the ladder at
+10,000 digits; one that never carries stays at its trained length; the ladder logic on its own."""
+
+import pytest
+import torch
+
+from tune_adder import metrics, probes
+from tune_adder.model import ModelConfig
+from tune_adder.train import Trainer, TrainConfig
+
+GAIN = 50.0  # tanh(0.25 * GAIN) is 1.0 in float32: the hidden units are exact steps
+
+
+def _hand_set_adder(carry: bool = True) -> Trainer:
+    """A 1-layer tanh RNN that adds exactly at any length: unit k (1..20) fires iff a + b + carry >= k,
+    the carry is unit 10 of the previous step, and the head reads (a + b + carry) mod 10 off the steps."""
+    cfg = ModelConfig(cell="RNN", layers=1, hidden=20, embed_dim=1)
+    trainer = Trainer(cfg, TrainConfig(digits=10, device="cpu"))
+    m = trainer.model
+    k = torch.arange(1, 21, dtype=torch.float32)
+    with torch.no_grad():
+        m.embed.weight.copy_(torch.arange(10, dtype=torch.float32).unsqueeze(1))  # digit d -> d
+        m.rnn.weight_ih_l0.fill_(GAIN)  # GAIN * (a + b)
+        m.rnn.weight_hh_l0.zero_()
+        if carry:  # carry = (h_10 + 1) / 2 from the previous step; the zero initial state reads as 0.5 -> no carry
+            m.rnn.weight_hh_l0[:, 9] = GAIN / 2
+        m.rnn.bias_ih_l0.copy_(GAIN * (-k + 0.25) + (GAIN / 2 if carry else 0.0))
+        m.rnn.bias_hh_l0.zero_()
+        # u_k = (h_k + 1) / 2 is [s >= k]; [s == j] = u_j - u_(j+1), with u_0 = 1 and u_21 = 0.
+        onehot_of_u = torch.zeros(21, 22)  # rows: s in 0..20 as a function of u_0..u_21
+        for s in range(21):
+            onehot_of_u[s, s], onehot_of_u[s, s + 1] = 1.0, -1.0
+        digit_of_u = torch.zeros(10, 22)
+        for s in range(20):
+            digit_of_u[s % 10] += onehot_of_u[s]
+        w_u, b_u = digit_of_u[:, 1:21], digit_of_u[:, 0]  # u_0 is the constant 1; u_21 never fires
+        m.head.weight.copy_(10.0 * w_u / 2)  # u = (h + 1) / 2
+        m.head.bias.copy_(10.0 * (b_u + w_u.sum(dim=1) / 2))
+    return trainer
+
+
+def test_an_exact_adder_generalises_to_the_top_of_the_ladder():
+    result = _hand_set_adder().probe()
+    top = metrics.PROBE_LADDER[-1]
+    assert all(result[metrics.probe_column(kind, n)] == 1.0 for kind in metrics.PROBE_KINDS for n in metrics.PROBE_LADDER)
+    assert result[metrics.GENERALISES_TO] == top == 10_000
+    assert result[metrics.GENERALISES_BEYOND] is True
+    assert set(result) == set(metrics.PROBE_COLUMNS)
+
+
+def test_an_adder_without_carries_fails_the_carry_chains_and_stays_at_its_length():
+    trainer = _hand_set_adder(carry=False)
+    result = trainer.probe()
+    assert all(result[metrics.probe_column("carry_chain", n)] == 0.0 for n in metrics.PROBE_LADDER)
+    assert result[metrics.GENERALISES_TO] == trainer.train_cfg.digits
+    assert result[metrics.GENERALISES_BEYOND] is False
+
+
+def _probes(passing: dict[int, tuple[float, float]]) -> dict[str, float]:
+    return {
+        metrics.probe_column(kind, n): value
+        for n, pair in passing.items()
+        for kind, value in zip(metrics.PROBE_KINDS, pair)
+    }
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({100: (1.0, 1.0), 1000: (1.0, 0.99), 10000: (1.0, 0.5)}, 1000),  # 0.99 passes
+        ({100: (1.0, 0.98), 1000: (1.0, 1.0), 10000: (1.0, 1.0)}, 20),  # a failed rung ends the reach
+        ({100: (1.0, 1.0), 1000: (1.0, 1.0), 10000: (1.0, 1.0)}, 10000),
+        ({100: (float("nan"), 1.0), 1000: (1.0, 1.0), 10000: (1.0, 1.0)}, 20),
+    ],
+)
+def test_generalises_to_is_the_last_rung_of_an_unbroken_run_of_passes(values, expected):
+    summary = probes.summary(_probes(values), trained_digits=20)
+    assert summary[metrics.GENERALISES_TO] == expected
+    assert summary[metrics.GENERALISES_BEYOND] is (expected > 20)
+
+
+def test_the_probe_sums_are_the_same_for_every_trial_and_exact():
+    from tune_adder.data import to_int
+
+    first, again = probes.probe_sets(10), probes.probe_sets(10)
+    assert first is again  # cached: drawn once per process
+    batch = first[("uniform", 100)]
+    assert [x + y for x, y in zip(to_int(batch.a), to_int(batch.b))] == to_int(batch.total)
+    chain = first[("carry_chain", 1000)]
+    assert set(x + y for x, y in zip(to_int(chain.a), to_int(chain.b))) == {10**1000}
