@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from tune_adder import metrics, probes
+from tune_adder import generalisation, metrics, probes
 from tune_adder.model import ModelConfig
 from tune_adder.train import Trainer, TrainConfig
 
@@ -71,10 +71,11 @@ def _probes(passing: dict[int, tuple[float, float]]) -> dict[str, float]:
         ({100: (1.0, 0.98), 1000: (1.0, 1.0), 10000: (1.0, 1.0)}, 20),  # a failed rung ends the reach
         ({100: (1.0, 1.0), 1000: (1.0, 1.0), 10000: (1.0, 1.0)}, 10000),
         ({100: (float("nan"), 1.0), 1000: (1.0, 1.0), 10000: (1.0, 1.0)}, 20),
+        ({100: (None, 1.0), 1000: (1.0, 1.0), 10000: (1.0, 1.0)}, 20),
     ],
 )
 def test_generalises_to_is_the_last_rung_of_an_unbroken_run_of_passes(values, expected):
-    summary = probes.summary(_probes(values), trained_digits=20)
+    summary = generalisation.summary(_probes(values), trained_digits=20)
     assert summary[metrics.GENERALISES_TO] == expected
     assert summary[metrics.GENERALISES_BEYOND] is (expected > 20)
 

@@ -3,7 +3,7 @@
 At the end of a trial the model is scored on uniform random sums and on carry-chain sums (a + b ==
 base**L, a carry running the whole length) at each length of PROBE_LADDER. Random sums rarely carry
 far, so they alone overstate generalisation; the carry chains are the hard test. `generalises_to` is
-the longest rung up to which every rung passes (both exact matches >= PASS_EXACT_MATCH).
+the longest rung up to which every rung passes (tune_adder/generalisation.py, which has no torch).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from tune_adder import metrics
 from tune_adder.data import AdderBatch, carry_chain_batch, make_batch
 
 PROBE_SEED = 20200202  # the probe sums are the same for every trial
-PASS_EXACT_MATCH = 0.99
 # Sums per set at each rung: sized so the whole ladder costs a few seconds for the largest model of
 # the full grid (4-layer LSTM) on one CPU core; 10,000-digit rows are evaluated in bounded chunks.
 PROBE_ROWS = {100: 256, 1_000: 64, 10_000: 16}
@@ -41,20 +40,3 @@ def run_probes(score, base: int, device: torch.device) -> dict[str, float]:
         out[metrics.probe_column(kind, length)] = score(AdderBatch(*(t.to(device) for t in batch)))
     return out
 
-
-def generalises_to(probes: dict[str, float], trained_digits: int) -> int:
-    """The longest rung up to which every rung has both exact matches >= PASS_EXACT_MATCH; the trained
-    length if the first rung already fails (`generalises_beyond_trained` then says False)."""
-    reach = trained_digits
-    for length in metrics.PROBE_LADDER:
-        kinds = [probes.get(metrics.probe_column(kind, length)) for kind in metrics.PROBE_KINDS]
-        if any(v is None or not v >= PASS_EXACT_MATCH for v in kinds):
-            break
-        reach = max(reach, length)
-    return reach
-
-
-def summary(probes: dict[str, float], trained_digits: int) -> dict[str, float | int | bool]:
-    """The probe columns of a trial row: every exact match, generalises_to and generalises_beyond_trained."""
-    reach = generalises_to(probes, trained_digits)
-    return {**probes, metrics.GENERALISES_TO: reach, metrics.GENERALISES_BEYOND: reach > trained_digits}

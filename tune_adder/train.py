@@ -20,7 +20,7 @@ from typing import Iterator, NoReturn
 import torch
 import torch.nn.functional as F
 
-from tune_adder import metrics, probes
+from tune_adder import generalisation, metrics, probes
 from tune_adder.data import AdderBatch, carry_chain_batch, make_batch, training_batch
 from tune_adder.model import AdderRNN, ModelConfig, _check_int
 
@@ -206,7 +206,7 @@ class Trainer:
             found = probes.run_probes(lambda batch: _score(self.model, batch)[1], self.model_cfg.base, self.device)
         finally:
             self.model.train()
-        return probes.summary(found, self.train_cfg.digits)
+        return generalisation.summary(found, self.train_cfg.digits)
 
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
