@@ -138,21 +138,41 @@ def check_c1(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
     return _finish(result, checks)
 
 
-def check_c2(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
-    result = ClaimResult("C2", "the longer the numbers, the slower the loss converges (RNN, 2 layers, lr 0.001)")
-    lengths = [d for d in varied(trials, "digits") if not _setting(trials, digits=d, cell="RNN", layers=2, lr=0.001).empty]
+def _where(**held) -> str:
+    """'RNN, 2 layers, lr 0.001': the settings a claim holds fixed, as the seed states them."""
+    parts = [str(held["cell"])] if "cell" in held else []
+    parts += [series_label("layers", held["layers"])] if "layers" in held else []
+    parts += [series_label("lr", held["lr"])] if "lr" in held else []
+    parts += [f"{'/'.join(map(str, held['lengths']))} digits"] if "lengths" in held else []
+    return ", ".join(parts)
+
+
+def _claim_id(claim: str, default: dict, held: dict) -> str:
+    """'C2' at the seed's own settings; 'C2 [LSTM, lr 0.01]' where a crossed grid re-checks it elsewhere."""
+    changed = {k: v for k, v in held.items() if default.get(k) != v}
+    return claim if not changed else f"{claim} [{_where(**held)}]"
+
+
+def check_c2(history: pd.DataFrame, trials: pd.DataFrame, cell: str = "RNN", layers: int = 2, lr: float = 0.001) -> ClaimResult:
+    held = dict(cell=cell, layers=layers, lr=lr)
+    claim = _claim_id("C2", dict(cell="RNN", layers=2, lr=0.001), held)
+    result = ClaimResult(claim, f"the longer the numbers, the slower the loss converges ({_where(**held)})")
+    lengths = [d for d in varied(trials, "digits") if not _setting(trials, digits=d, **held).empty]
     if len(lengths) < 2:
-        result.untested.append(f"needs two or more digit lengths at RNN/2 layers/lr 0.001: {SEED_GRID_HINT}")
+        result.untested.append(f"needs two or more digit lengths at {_where(**held)}: {SEED_GRID_HINT}")
         return result
-    checks = [faster(history, _setting(trials, digits=short, cell="RNN", layers=2, lr=0.001),
-                     _setting(trials, digits=long, cell="RNN", layers=2, lr=0.001), f"{short} digits", f"{long} digits")
+    checks = [faster(history, _setting(trials, digits=short, **held), _setting(trials, digits=long, **held),
+                     f"{short} digits", f"{long} digits")
               for short, long in zip(lengths, lengths[1:])]
     return _finish(result, checks)
 
 
-def check_c3(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
-    result = ClaimResult("C3", "lr 0.01 and 0.1 converge clearly faster than 0.001 at 10, 20, 50 digits (RNN, 2 layers)")
-    lengths, missing = _present(trials, "digits", (10, 20, 50))
+def check_c3(history: pd.DataFrame, trials: pd.DataFrame, cell: str = "RNN", layers: int = 2,
+             lengths: tuple[int, ...] = (10, 20, 50)) -> ClaimResult:
+    claim = _claim_id("C3", dict(cell="RNN", layers=2, lengths=(10, 20, 50)), dict(cell=cell, layers=layers, lengths=tuple(lengths)))
+    shown = ", ".join(map(str, lengths))
+    result = ClaimResult(claim, f"lr 0.01 and 0.1 converge clearly faster than 0.001 at {shown} digits ({_where(cell=cell, layers=layers)})")
+    lengths, missing = _present(trials, "digits", lengths)
     lrs, missing_lr = _present(trials, "lr", (0.01, 0.1))
     result.untested += [f"{d} digits not in the sweep" for d in missing] + [f"lr {lr} not in the sweep" for lr in missing_lr]
     if not _present(trials, "lr", (0.001,))[0] or not lrs:
@@ -160,16 +180,17 @@ def check_c3(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
         return result
     checks = []
     for digits in lengths:
-        slow = _setting(trials, digits=digits, cell="RNN", layers=2, lr=0.001)
+        slow = _setting(trials, digits=digits, cell=cell, layers=layers, lr=0.001)
         for lr in lrs:
-            fast = _setting(trials, digits=digits, cell="RNN", layers=2, lr=lr)
+            fast = _setting(trials, digits=digits, cell=cell, layers=layers, lr=lr)
             if len(slow) and len(fast):
                 checks.append(faster(history, fast, slow, f"{digits} digits lr {lr:g}", "lr 0.001"))
     return _finish(result, checks)
 
 
-def check_c4(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
-    result = ClaimResult("C4", "10/20 digits: more layers converge faster; 50/100 digits: 2 layers fastest (RNN, lr 0.001)")
+def check_c4(history: pd.DataFrame, trials: pd.DataFrame, cell: str = "RNN", lr: float = 0.001) -> ClaimResult:
+    claim = _claim_id("C4", dict(cell="RNN", lr=0.001), dict(cell=cell, lr=lr))
+    result = ClaimResult(claim, f"10/20 digits: more layers converge faster; 50/100 digits: 2 layers fastest ({_where(cell=cell, lr=lr)})")
     depths = varied(trials, "layers")
     if len(depths) < 2:
         result.untested.append(f"the sweep has one depth ({depths}): needs two or more, {SEED_GRID_HINT}")
@@ -178,7 +199,7 @@ def check_c4(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
     result.untested += [f"{d} digits not in the sweep" for d in missing]
     checks = []
     for digits in lengths:
-        at = {n: _setting(trials, digits=digits, cell="RNN", lr=0.001, layers=n) for n in depths}
+        at = {n: _setting(trials, digits=digits, cell=cell, lr=lr, layers=n) for n in depths}
         if digits in (10, 20):
             pairs = [(deep, shallow) for shallow, deep in zip(depths, depths[1:])]
         elif 2 in depths:
@@ -222,13 +243,15 @@ def check_c5(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
     return result
 
 
-def check_c6(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
-    result = ClaimResult("C6", "RNN, 2 layers, lr 0.01 trains well (every seed solves within max_steps) at every length")
+def check_c6(history: pd.DataFrame, trials: pd.DataFrame, cell: str = "RNN", layers: int = 2, lr: float = 0.01) -> ClaimResult:
+    held = dict(cell=cell, layers=layers, lr=lr)
+    claim = _claim_id("C6", dict(cell="RNN", layers=2, lr=0.01), held)
+    result = ClaimResult(claim, f"{_where(**held)} trains well (every seed solves within max_steps) at every length")
     checks = []
     for digits in varied(trials, "digits"):
-        group = _setting(trials, digits=digits, cell="RNN", layers=2, lr=0.01)
+        group = _setting(trials, digits=digits, **held)
         if group.empty:
-            result.untested.append(f"{digits} digits: no RNN/2 layers/lr 0.01 trial")
+            result.untested.append(f"{digits} digits: no {_where(**held)} trial")
             continue
         solve = steps_to_solve(group)
         solved = int(np.isfinite(solve).sum())

@@ -116,7 +116,8 @@ def curve_figure(frame: pd.DataFrame, metric: str, factor: str, title: str, band
 
 
 def draw_heatmap(ax, frame: pd.DataFrame, norm) -> object:
-    """One (cell, digits) panel: median steps to solve over lr (x) and layers (y); unsolved cells hatched."""
+    """One (cell, digits) panel: median steps to solve over lr (x) and layers (y), its interval over seeds below
+    it (bootstrap 95% with 3+ seeds, min-max with 2); unsolved cells hatched."""
     lrs = sorted(frame["lr"].unique())
     layers = sorted(frame["layers"].unique())
     grid = np.full((len(layers), len(lrs)), np.nan)
@@ -134,6 +135,8 @@ def draw_heatmap(ax, frame: pd.DataFrame, norm) -> object:
         if not solved:
             ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor="0.85", hatch="//", edgecolor="0.6", lw=0))
         text = f"{row.median_steps_to_solve:.0f}" if solved else "unsolved"
+        if solved and np.isfinite(row.high) and row.n_seeds > 1 and row.high > row.low:
+            text += f"\n[{row.low:.0f}-{row.high:.0f}]"  # the spread over seeds
         if row.n_solved < row.n_seeds:
             text += f"\n{row.n_solved}/{row.n_seeds} solved"
         shade = norm(row.median_steps_to_solve) if solved else 0
@@ -170,4 +173,77 @@ def heatmap_figure(frame: pd.DataFrame, title: str):
         bar.ax.yaxis.set_major_formatter(ScalarFormatter())
         bar.ax.yaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(_wrap(title, fig.get_figwidth()))
+    return fig
+
+
+REACH_KINDS = {"uniform": "uniform random sums", "carry_chain": "carry chains (a + b = 10^L)"}
+
+
+def _rung_label(n: float) -> str:
+    return f"{n / 1000:g}k" if n >= 1000 else f"{n:g}"
+
+
+def draw_reach(ax, frame: pd.DataFrame, cmap, norm, trained: int) -> object:
+    """One (cell, digits, kind) panel: how far the adders generalise over lr (x) and layers (y): the median reach over
+    seeds as a colour, its min-max over seeds as text; '-' when the median stays at the trained length."""
+    lrs, layers = sorted(frame["lr"].unique()), sorted(frame["layers"].unique())
+    grid = np.full((len(layers), len(lrs)), np.nan)
+    for row in frame.itertuples():
+        grid[layers.index(row.layers), lrs.index(row.lr)] = _rung_index(row.median_reach, trained)
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, origin="lower", aspect="auto")
+    for row in frame.itertuples():
+        x, y = lrs.index(row.lr), layers.index(row.layers)
+        text = "-" if row.median_reach <= trained else _rung_label(row.median_reach)
+        if row.min_reach != row.max_reach:
+            low = "-" if row.min_reach <= trained else _rung_label(row.min_reach)
+            text += f"\n({low}..{_rung_label(row.max_reach) if row.max_reach > trained else '-'})"
+        dark = _rung_index(row.median_reach, trained) >= 2
+        ax.text(x, y, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+    ax.set_yticks(range(len(layers)), [str(int(n)) for n in layers])
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("layers")
+    return image
+
+
+def _rung_index(reach: float, trained: int) -> int:
+    """0 = no further than the trained length, then 1, 2, 3 for the ladder's rungs passed beyond it."""
+    from tune_adder.metrics import PROBE_LADDER
+
+    return sum(1 for n in PROBE_LADDER if reach >= n and n > trained)
+
+
+def reach_figure(frame: pd.DataFrame, title: str):
+    """Uniform sums and carry chains side by side: for each, one row per cell and one column per digit length."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    from tune_adder.metrics import PROBE_LADDER
+
+    cells, lengths = series_order(frame["cell"].unique()), sorted(frame["digits"].unique())
+    kinds = [k for k in REACH_KINDS if k in set(frame["kind"])]
+    colours = ["0.88", *plt.get_cmap("viridis_r")(np.linspace(0.25, 1.0, len(PROBE_LADDER)))]
+    cmap, norm = ListedColormap(colours), BoundaryNorm(np.arange(-0.5, len(PROBE_LADDER) + 1), len(colours))
+    width = 2.6 * len(lengths) * len(kinds) + 1.6
+    fig = plt.figure(figsize=(width, 2.5 * len(cells) + 1.6), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(1, len(kinds), wspace=0.04))
+    image = None
+    for subfig, kind in zip(subfigs, kinds):
+        axes = subfig.subplots(len(cells), len(lengths), squeeze=False)
+        for i, cell in enumerate(cells):
+            for j, digits in enumerate(lengths):
+                own = frame[(frame["kind"] == kind) & (frame["cell"] == cell) & (frame["digits"] == digits)]
+                if own.empty:
+                    axes[i, j].set_visible(False)
+                    continue
+                image = draw_reach(axes[i, j], own, cmap, norm, int(digits))
+                axes[i, j].set_title(f"{cell}, trained on {int(digits)} digits", fontsize=9)
+        subfig.suptitle(REACH_KINDS[kind], fontweight="bold")
+    if image is not None:  # discrete rungs: a legend of swatches reads better than a colour bar
+        from matplotlib.patches import Patch
+
+        labels = ["no further than the trained length", *[f"exact up to {n:,} digits" for n in PROBE_LADDER]]
+        fig.legend(handles=[Patch(facecolor=c, edgecolor="0.5", label=lab) for c, lab in zip(colours, labels)],
+                   loc="outside lower center", ncol=len(labels) if width > 14 else 2, frameon=False,
+                   title="median over seeds of the longest probed length added exactly (exact match >= 0.99 up to it)")
+    fig.suptitle(_wrap(title, width))
     return fig

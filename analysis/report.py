@@ -98,6 +98,26 @@ def claims_section(results: list[ClaimResult]) -> str:
     return "\n".join(parts)
 
 
+def crossed_section(results: list[ClaimResult], never: pd.DataFrame, reach: pd.DataFrame | None) -> str:
+    """The crossed grid: verdicts per claim at every other cell, lr and depth; the settings that never solve; reach."""
+    table = pd.DataFrame([(r.claim, f"**{r.verdict}**", r.statement) for r in results], columns=["claim", "verdict", "statement"])
+    counts = pd.Series([r.verdict for r in results]).value_counts()
+    parts = ["## The claims across the crossed grid\n",
+             "Each claim of the seed re-checked at the cells, learning rates and depths the seed held fixed "
+             f"(same measure and intervals as above): {', '.join(f'{n} {v}' for v, n in counts.items())}.\n",
+             _table(table), "", "<details><summary>Evidence for every check</summary>\n"]
+    for r in results:
+        parts.append(f"**{r.claim}** ({r.verdict}): {r.statement}\n")
+        parts += [f"- {line}" for line in r.evidence] + [f"- untested: {line}" for line in r.untested] + [""]
+    parts.append("</details>\n")
+    parts.append(f"### Settings that never solve\n\n{len(never)} settings where no seed reached exact match 1.0 within max_steps"
+                 + (":\n\n" + _table(never) if len(never) else ".") + "\n")
+    if reach is not None:
+        parts.append("### Who learned the algorithm\n\nAdders (every length, depth and seed) whose exact addition holds up to "
+                     "each probed length, counted among those trained on shorter sums:\n\n" + _table(reach) + "\n")
+    return "\n".join(parts)
+
+
 def setting_summary(trials: pd.DataFrame) -> pd.DataFrame:
     """Per setting (config without seed): seeds, best exact match and steps to solve over seeds."""
     varied_columns = ["digits"] + [c for c in SETTING_COLUMNS if c != "digits" and trials[c].nunique() > 1]

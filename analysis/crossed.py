@@ -1,0 +1,93 @@
+"""The crossed grid (`--grid full`): the seed's claims re-checked at every cell, lr and depth, the settings
+that never solve, and how far each trained adder generalises. Pure extraction; drawing is in analysis.draw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tune_adder import generalisation
+from tune_adder.metrics import PROBE_COLUMNS, PROBE_KINDS, PROBE_LADDER
+
+from analysis.claims import UNFINISHED, ClaimResult, check_c2, check_c3, check_c4, check_c6
+from analysis.extract import varied
+from analysis.stats import steps_to_solve
+
+FACTORS = ("cell", "lr", "layers")  # what a crossed grid crosses at every digit length
+REACH_COLUMNS = ("cell", "digits", "lr", "layers", "kind", "median_reach", "min_reach", "max_reach",
+                 "n_beyond", "n_seeds")  # fmt: skip
+NEVER_COLUMNS = ("digits", "cell", "lr", "layers", "n_seeds", "best_val_exact_match")
+
+
+def is_crossed(trials: pd.DataFrame) -> bool:
+    """Every (cell, lr, layers) combination ran at every digit length, each factor with two or more values."""
+    sizes = [len(varied(trials, c)) for c in ("digits", *FACTORS)]
+    combos = trials.groupby(["digits", *FACTORS]).ngroups
+    return min(sizes[1:]) >= 2 and combos == int(np.prod(sizes))
+
+
+def crossed_claims(history: pd.DataFrame, trials: pd.DataFrame) -> list[ClaimResult]:
+    """C2 per cell and lr, C3 per cell and depth (at every length), C4 per cell and lr, C6 per cell: the
+    seed's one-factor claims at the settings the seed never tried. The seed's own settings are left to
+    analysis.claims.check_claims, except C3, re-checked here at every length."""
+    finished = trials[~trials["stop_reason"].isin(UNFINISHED)]
+    cells, lrs, depths = (varied(finished, c) for c in FACTORS)
+    lengths = tuple(int(d) for d in varied(finished, "digits"))
+    results = []
+    results += [check_c2(history, finished, cell=c, layers=2, lr=lr) for c in cells for lr in lrs]
+    results += [check_c3(history, finished, cell=c, layers=n, lengths=lengths) for c in cells for n in depths]
+    results += [check_c4(history, finished, cell=c, lr=lr) for c in cells for lr in lrs]
+    results += [check_c6(history, finished, cell=c, layers=2, lr=0.01) for c in cells]
+    seed_own = {"C2", "C4", "C6"}  # at the seed's settings: already in the main claims table
+    return [r for r in results if r.claim not in seed_own]
+
+
+def never_solved(trials: pd.DataFrame) -> pd.DataFrame:
+    """Settings (digits, cell, lr, layers) at which no finished seed reached exact match 1.0 within max_steps."""
+    finished = trials[~trials["stop_reason"].isin(UNFINISHED)]
+    rows = []
+    for (digits, cell, lr, layers), group in finished.groupby(["digits", *FACTORS], sort=True):
+        if not np.isfinite(steps_to_solve(group)).any():
+            rows.append(dict(digits=digits, cell=cell, lr=lr, layers=layers, n_seeds=len(group),
+                             best_val_exact_match=float(group["best_val_exact_match"].max())))
+    return pd.DataFrame(rows, columns=list(NEVER_COLUMNS))
+
+
+def has_probes(trials: pd.DataFrame) -> bool:
+    return set(PROBE_COLUMNS) <= set(trials.columns) and trials[list(PROBE_COLUMNS[:-2])].notna().any().any()
+
+
+def trial_reach(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per probed trial and probe kind: how far that adder generalises on that kind of sum (the
+    longest rung up to which every rung passes, the trained length if none)."""
+    probed = trials[trials[list(PROBE_COLUMNS[:-2])].notna().all(axis=1)]
+    rows = [dict(cell=row["cell"], digits=row["digits"], lr=row["lr"], layers=row["layers"], seed=row["seed"], kind=kind,
+                 reach=generalisation.reach(row, int(row["digits"]), kinds=(kind,)))
+            for row in probed.to_dict("records") for kind in PROBE_KINDS]
+    return pd.DataFrame(rows, columns=["cell", "digits", "lr", "layers", "seed", "kind", "reach"])
+
+
+def reach_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per (cell, digits, lr, layers) and probe kind: the reach's median, min and max over seeds."""
+    rows = []
+    for (cell, digits, lr, layers, kind), group in trial_reach(trials).groupby(["cell", "digits", "lr", "layers", "kind"], sort=True):
+        reach = group["reach"].to_numpy()
+        rows.append(dict(cell=cell, digits=digits, lr=lr, layers=layers, kind=kind, median_reach=float(np.median(reach)),
+                         min_reach=int(reach.min()), max_reach=int(reach.max()), n_beyond=int((reach > digits).sum()),
+                         n_seeds=len(reach)))
+    return pd.DataFrame(rows, columns=list(REACH_COLUMNS))
+
+
+def reach_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per cell, lr and kind: how many trained adders (all lengths, depths and seeds) reach each rung of the ladder,
+    counted among those trained on shorter sums than the rung."""
+    per_trial = trial_reach(trials)
+    rows = []
+    for (cell, lr, kind), group in per_trial.groupby(["cell", "lr", "kind"], sort=True):
+        row = dict(cell=cell, lr=lr, kind=kind, adders=len(group))
+        for n in PROBE_LADDER:  # out of the adders trained on shorter sums: a rung at the trained length proves nothing
+            shorter = group[group["digits"] < n]
+            row[f"reach >= {n:,}"] = f"{int((shorter['reach'] >= n).sum())}/{len(shorter)}"
+        rows.append(row)
+    return pd.DataFrame(rows)

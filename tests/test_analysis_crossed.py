@@ -1,0 +1,117 @@
+"""The crossed-grid analysis on constructed sweeps whose answers are known: claims per cell, lr and depth,
+the settings that never solve, and the length-generalisation reach with its figure."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import crossed
+from analysis.plot_convergence import main
+from tests.analysis_frames import frames, grid, write_experiment
+from tests.test_analysis_claims import AXES, as_claimed
+from tune_adder.metrics import PROBE_COLUMNS, probe_column
+
+
+def lstm_fails_at_lr_01(c: dict) -> int | None:
+    """The seed's world, except that an LSTM at lr 0.1 never solves, and a 1-layer GRU at lr 0.1 solves 10 digits
+    with seed 0 only."""
+    if (c["cell"], c["lr"], c["layers"], c["digits"]) == ("GRU", 0.1, 1, 10) and c.get("seed", 0) != 0:
+        return None
+    return None if (c["cell"], c["lr"]) == ("LSTM", 0.1) else as_claimed(c)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return frames(grid(lstm_fails_at_lr_01, **AXES))
+
+
+def test_a_full_factorial_is_crossed_and_a_one_factor_grid_is_not(world):
+    assert crossed.is_crossed(world[1])
+    one_factor = frames(grid(as_claimed, digits=(10, 20), lr=(0.001, 0.01)))[1]
+    assert not crossed.is_crossed(one_factor)
+    holes = world[1][~((world[1]["cell"] == "GRU") & (world[1]["layers"] == 3) & (world[1]["digits"] == 50))]
+    assert not crossed.is_crossed(holes)
+
+
+def test_claims_are_rechecked_where_the_seed_never_looked(world):
+    results = {r.claim: r for r in crossed.crossed_claims(*world)}
+    assert not {"C2", "C4", "C6"} & set(results)  # the seed's own settings live in the main table
+    for n in AXES["layers"]:  # lr 0.1 fails for the LSTM at every depth: C3 refuted there, held for RNN and GRU
+        assert results[f"C3 [LSTM, {crossed_label(n)}, 10/20/50/100 digits]"].verdict == "refuted"
+        assert results[f"C3 [RNN, {crossed_label(n)}, 10/20/50/100 digits]"].verdict == "supported"
+        gru = results[f"C3 [GRU, {crossed_label(n)}, 10/20/50/100 digits]"].verdict
+        assert gru == "supported" if n > 1 else gru != "supported"  # 1 layer: lr 0.1 fails 2 of 3 seeds at 10 digits
+    assert results["C6 [GRU, 2 layers, lr 0.01]"].verdict == "supported"
+    assert results["C2 [LSTM, 2 layers, lr 0.01]"].verdict == "supported"
+    assert results["C2 [LSTM, 2 layers, lr 0.1]"].verdict == "inconclusive"  # never solves at any length: no order
+    assert all(r.evidence for r in results.values() if r.verdict != "not testable")
+
+
+def crossed_label(n: int) -> str:
+    return f"{n} layer" + ("s" if n != 1 else "")
+
+
+def test_never_solved_lists_exactly_the_settings_no_seed_solves(world):
+    never = crossed.never_solved(world[1])
+    settings = [dict(digits=d, lr=lr, layers=n, cell=c) for d in AXES["digits"] for lr in AXES["lr"]
+                for n in AXES["layers"] for c in AXES["cell"]]
+    solve = {tuple(c.values()): lstm_fails_at_lr_01(c) for c in settings}
+    expected = {(d, c, lr, n) for (d, lr, n, c), at in solve.items() if at is None or at > 1000}  # 1000 = max_steps
+    assert {(d, "LSTM", 0.1, n) for d in AXES["digits"] for n in AXES["layers"]} <= expected
+    assert (10, "GRU", 0.1, 1) not in expected  # one seed of three solves: not "never"
+    assert set(never[["digits", "cell", "lr", "layers"]].itertuples(index=False, name=None)) == expected
+    assert (never["n_seeds"] == 3).all()
+
+
+def with_probes(trials: pd.DataFrame) -> pd.DataFrame:
+    """GRU adders exact everywhere; RNNs exact on uniform sums to 10,000 but on carry chains only to 100;
+    LSTMs generalise nowhere; one GRU seed at 10 digits fails at 1,000."""
+    trials = trials.copy()
+    for i, row in trials.iterrows():
+        for kind in ("uniform", "carry_chain"):
+            for n in (100, 1000, 10000):
+                ok = {"GRU": True, "LSTM": False, "RNN": kind == "uniform" or n == 100}[row["cell"]]
+                if row["cell"] == "GRU" and row["digits"] == 10 and row["seed"] == 0 and n >= 1000:
+                    ok = False
+                trials.loc[i, probe_column(kind, n)] = 1.0 if ok else 0.5
+    return trials
+
+
+def test_reach_per_kind_median_and_spread_over_seeds(world):
+    reach = crossed.reach_frame(with_probes(world[1])).set_index(["cell", "digits", "lr", "layers", "kind"])
+    assert reach.loc[("GRU", 20, 0.01, 2, "carry_chain"), "median_reach"] == 10000
+    gru10 = reach.loc[("GRU", 10, 0.01, 2, "uniform")]
+    assert (gru10["median_reach"], gru10["min_reach"], gru10["max_reach"], gru10["n_beyond"]) == (10000, 100, 10000, 3)
+    rnn = reach.loc[("RNN", 10, 0.001, 1)]
+    assert rnn.loc["uniform", "median_reach"] == 10000 and rnn.loc["carry_chain", "median_reach"] == 100
+    lstm = reach.loc[("LSTM", 50, 0.001, 1, "carry_chain")]
+    assert lstm["median_reach"] == 50 and lstm["n_beyond"] == 0  # the trained length: nothing beyond it
+    table = crossed.reach_table(with_probes(world[1])).set_index(["cell", "lr", "kind"])
+    # RNN on carry chains: every adder trained below 100 digits passes 100 (3 lengths x 3 depths x 3 seeds = 27)
+    assert table.loc[("RNN", 0.001, "carry_chain"), "reach >= 100"] == "27/27"
+    assert table.loc[("RNN", 0.001, "carry_chain"), "reach >= 1,000"] == "0/36"
+    assert table.loc[("GRU", 0.001, "uniform"), "reach >= 10,000"] == "33/36"  # 3 depths x seed 0 at 10 digits fail
+
+
+def test_unprobed_trials_are_left_out_of_the_reach(world):
+    trials = with_probes(world[1])
+    trials.loc[trials["cell"] == "LSTM", list(PROBE_COLUMNS[:-2])] = np.nan  # e.g. cut short by ASHA
+    assert set(crossed.reach_frame(trials)["cell"]) == {"RNN", "GRU"}
+    assert not crossed.has_probes(world[1])
+
+
+def test_plot_script_on_a_crossed_sweep_writes_the_crossed_report_and_the_reach_figure(world, tmp_path):
+    folder = tmp_path / "crossed"
+    small = {**AXES, "digits": (10, 20), "layers": (1, 2)}  # crossed, and quick to analyse
+    write_experiment(folder, grid(lstm_fails_at_lr_01, seeds=(0, 1, 2), **small))
+    trials = pd.read_parquet(folder / "trials.parquet")
+    with_probes(trials).to_parquet(folder / "trials.parquet")
+    assert main([str(folder)]) == 0
+    out = folder / "analysis"
+    for name in ("generalisation_reach", "heatmap_steps_to_solve"):
+        assert (out / f"{name}.png").stat().st_size > 10_000 and (out / f"{name}.csv").exists()
+    report = (out / "report.md").read_text()
+    assert "## The claims across the crossed grid" in report and "C3 [LSTM, 1 layer, 10/20 digits]" in report
+    assert "### Settings that never solve" in report and "### Who learned the algorithm" in report
+    crossed_csv = pd.read_csv(out / "claims_crossed.csv")
+    assert "refuted" in set(crossed_csv["verdict"])
