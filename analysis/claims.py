@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from tune_adder.metrics import STEP, TRIAL_ID  # noqa: E402
 
-from analysis.extract import hold_fixed, select, series_label, varied  # noqa: E402
+from analysis.extract import UNFINISHED, hold_fixed, select, series_label, varied  # noqa: E402
 from analysis.stats import (  # noqa: E402
     LOSS_AREA, MIN_SEEDS, STEPS_TO_SOLVE, Comparison, converges_faster, loss_areas, steps_to_solve,
 )
@@ -265,7 +265,6 @@ def check_c6(history: pd.DataFrame, trials: pd.DataFrame, cell: str = "RNN", lay
 CHECKS = (check_c1, check_c2, check_c3, check_c4, check_c5, check_c6)
 
 
-UNFINISHED = ("running", "error")  # a partial sweep's open trials: not solved *yet* is not "never solves"
 
 
 def check_claims(history: pd.DataFrame, trials: pd.DataFrame) -> list[ClaimResult]:

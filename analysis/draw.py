@@ -128,7 +128,7 @@ def draw_heatmap(ax, frame: pd.DataFrame, norm) -> object:
     for x, lr in enumerate(lrs):  # one-factor grids leave most (lr, layers) pairs out
         for y, n in enumerate(layers):
             if (lr, n) not in run:
-                ax.text(x, y, "not run", ha="center", va="center", fontsize=7, color="0.6")
+                ax.text(x, y, "no finished\ntrial", ha="center", va="center", fontsize=7, color="0.6")
     for row in frame.itertuples():
         x, y = lrs.index(row.lr), layers.index(row.layers)
         solved = np.isfinite(row.median_steps_to_solve)

@@ -14,6 +14,7 @@ from analysis.stats import band, steps_to_solve
 # The seed's default run: every figure holds the factors it does not vary at these values.
 SEED_DEFAULT = {"cell": "RNN", "layers": 2, "lr": 0.001}
 SETTING_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c != "seed")
+UNFINISHED = ("running", "error")  # a partial sweep's open trials
 MARKED_STOPS = ("early_stopped", "solved", "diverged", "error", "running")  # curves that end before max_steps
 CURVE_COLUMNS = ("panel", "series", STEP, "value", "low", "high", "n_seeds", "band", "kind", "seed")
 HEATMAP_COLUMNS = ("cell", "digits", "lr", "layers", "median_steps_to_solve", "low", "high", "n_solved", "n_seeds", "band")
@@ -108,9 +109,14 @@ def curves(history: pd.DataFrame, trials: pd.DataFrame, series: str, panel: str 
 
 
 def solve_heatmap(trials: pd.DataFrame) -> tuple[pd.DataFrame, Slice]:
-    """Median steps to solve over seeds per (cell, digits, lr, layers); unsolved medians are NaN (+inf high)."""
+    """Median steps to solve over seeds per (cell, digits, lr, layers); unsolved medians are NaN (+inf high).
+    Unfinished trials of a partial sweep are left out: not solved *yet* is not "never solves"."""
     chosen = hold_fixed(trials, ("cell", "digits", "lr", "layers"))
     picked = select(trials, chosen.fixed)
+    open_trials = picked["stop_reason"].isin(UNFINISHED)
+    if open_trials.any():
+        chosen.notes.append(f"{int(open_trials.sum())} unfinished trials (running or error) left out; squares with none finished are blank")
+        picked = picked[~open_trials]
     rows = []
     for (cell, digits, lr, layers), group in picked.groupby(["cell", "digits", "lr", "layers"], sort=True):
         solve = steps_to_solve(group)
