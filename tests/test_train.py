@@ -149,6 +149,17 @@ def test_cli_trains_and_prints_json_metrics_last(tmp_path):
     assert "completed after 60 steps" in done.stdout
     assert "train" in done.stderr  # the progress bar
     assert load_state(state)["step"] == 60
+    assert not set(metrics.PROBE_COLUMNS) & set(row)  # probes only when asked
+
+
+def test_cli_probe_prints_how_far_the_model_generalises():
+    done = _cli("--digits", "3", "--lr", "0.01", "--steps", "30", "--eval-every", "30", "--eval-size", "100",
+                "--hidden", "16", "--embed-dim", "8", "--probe", "--json")
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(metrics.PROBE_COLUMNS) <= set(row)
+    assert row["generalises_to"] == 3 and row["generalises_beyond_trained"] is False  # 30 steps learn nothing long
+    assert "generalises no further than its trained 3 digits" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -371,6 +371,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_int_or_raw, default=1, help="CPU threads for PyTorch (default %(default)s; see README)")
     p.add_argument("--stop-when-solved", action="store_true", help=f"stop after {metrics.SOLVED_PATIENCE} evaluations in a row at exact match 1.0")
     p.add_argument("--save-state", type=Path, help="write the final trainer state here (resumable with load_state)")
+    p.add_argument("--probe", action="store_true", help="at the end, probe length generalisation up to 10,000 digits (a few seconds)")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object on the last line")
     return p
 
@@ -430,8 +431,14 @@ def main(argv: list[str] | None = None) -> int:
         f"carry_chain {last.carry_chain_exact_match:.4f}, longer ({2 * train_cfg.digits} digits) "
         f"{last.longer_exact_match:.4f}, train_loss {last.train_loss:.5f}"
     )
+    probed = trainer.probe() if args.probe else {}
+    if probed:
+        shown = ", ".join(f"{k.removeprefix('probe_')} {v:.3f}" for k, v in probed.items() if k.startswith("probe_"))
+        reach = (f"generalises to {probed[metrics.GENERALISES_TO]:,} digits" if probed[metrics.GENERALISES_BEYOND]
+                 else f"generalises no further than its trained {train_cfg.digits} digits")
+        print(f"{reach} (exact match >= 0.99 on uniform and carry-chain sums at every probed length up to it): {shown}")
     if args.json:
-        row = _json_safe(last.as_dict()) | {"stop_reason": trainer.stopped_reason, "wall_time_s": round(wall, 3)}
+        row = _json_safe(last.as_dict()) | {"stop_reason": trainer.stopped_reason, "wall_time_s": round(wall, 3)} | probed
         print(json.dumps(row))
     return 0
 
