@@ -8,10 +8,10 @@ import torch
 
 from tune_adder import metrics
 from tune_adder.model import CELLS, AdderRNN, ModelConfig
-from tune_adder.packed_model import PackedAdder
+from tune_adder.packed_model import PackedAdder, member_losses, member_names
 from tune_adder.packed_optim import PackedAdam
 from tune_adder.packed_train import PackTrainer
-from tune_adder.train import Trainer, TrainConfig, load_state, save_state
+from tune_adder.train import Trainer, TrainConfig, _loss, load_state, save_state
 
 torch.set_num_threads(1)
 
@@ -71,6 +71,14 @@ def test_members_move_to_and_from_a_plain_adder(cell):
         back = AdderRNN(cfg)
         back.load_state_dict(state)  # strict: the same names and shapes
         assert all(torch.equal(w, member.state_dict()[n]) for n, w in back.state_dict().items())
+    # The pack's loss is the sum of the members' own losses: each member's gradient is its solo gradient.
+    total = torch.randint(0, 7, (3, 5, 9))
+    member_losses(logits, total).sum().backward()
+    for i, member in enumerate(members):
+        _loss(member(a[i], b[i]), total[i]).backward()
+        grads = {n: getattr(pack, packed).grad[i] for n, packed in member_names(cfg).items()}
+        for n, w in member.named_parameters():
+            torch.testing.assert_close(grads[n], w.grad, rtol=1e-5, atol=1e-7)
     pack.load_member(1, members[2].state_dict())
     assert all(torch.equal(w, members[2].state_dict()[n]) for n, w in pack.member_state_dict(1).items())
     assert all(torch.equal(w, members[0].state_dict()[n]) for n, w in pack.member_state_dict(0).items())
