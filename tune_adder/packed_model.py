@@ -119,7 +119,8 @@ class PackedAdder(nn.Module):
         b_ih, b_hh = getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}")
         # The input half of every gate for all steps in one matmul, as PyTorch's CPU RNN does.
         x_gates = torch.baddbmm(b_ih.unsqueeze(1), x.reshape(k, steps * batch, n_in), w_ih.transpose(1, 2))
-        x_gates = x_gates.view(k, steps, batch, -1)  # (K, T, B, G*H)
+        # unbind, not x_gates[:, t]: the backward of T selects would write T full-size zero tensors.
+        x_gates = x_gates.view(k, steps, batch, -1).unbind(1)  # T of (K, B, G*H)
         b_hh, w_hh_t = b_hh.unsqueeze(1), w_hh.transpose(1, 2)
         h = x.new_zeros(k, batch, self.cfg.hidden)  # (K, B, H)
         c = torch.zeros_like(h)  # the LSTM's cell state
@@ -127,13 +128,13 @@ class PackedAdder(nn.Module):
         for t in range(steps):
             h_gates = torch.baddbmm(b_hh, h, w_hh_t)  # (K, B, G*H)
             if self.cfg.cell == "RNN":
-                h = torch.tanh(x_gates[:, t] + h_gates)
+                h = torch.tanh(x_gates[t] + h_gates)
             elif self.cfg.cell == "LSTM":
-                i, f, g, o = (x_gates[:, t] + h_gates).chunk(4, dim=2)
+                i, f, g, o = (x_gates[t] + h_gates).chunk(4, dim=2)
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                 h = torch.sigmoid(o) * torch.tanh(c)
             else:  # GRU: the reset gate scales only the recurrent half of the candidate, as in nn.GRU
-                x_r, x_z, x_n = x_gates[:, t].chunk(3, dim=2)
+                x_r, x_z, x_n = x_gates[t].chunk(3, dim=2)
                 h_r, h_z, h_n = h_gates.chunk(3, dim=2)
                 r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
                 n = torch.tanh(x_n + r * h_n)
