@@ -14,7 +14,7 @@ from typing import Iterator
 
 import torch
 
-from tune_adder import metrics, probes
+from tune_adder import generalisation, metrics, probes
 from tune_adder.data import AdderBatch, training_batch
 from tune_adder.model import AdderRNN, ModelConfig
 from tune_adder.packed_model import PackedAdder, member_losses, member_names
@@ -191,7 +191,7 @@ class PackTrainer:
         """Trainer.probe for member i: length-generalisation probes of its weights as they are now."""
         model = self.member_model(i).eval()
         found = probes.run_probes(lambda batch: _score(model, batch)[1], self.model_cfg.base, self.device)
-        return probes.summary(found, self.cfg.digits)
+        return generalisation.summary(found, self.cfg.digits)
 
     # ---- state ------------------------------------------------------------------------------
     def _member_state(self, slot: int) -> dict:
