@@ -65,7 +65,8 @@ class PackTrainer:
                 torch.manual_seed(cfg.seed)
                 members.append(AdderRNN(model_cfg))
         self.model = PackedAdder.from_members(members).to(self.device)
-        self.optimizer = PackedAdam(list(self.model.parameters()), torch.tensor([c.lr for c in self.train_cfgs]))
+        lrs = torch.tensor([c.lr for c in self.train_cfgs], dtype=torch.float64)  # float64: Adam's lr is a Python float
+        self.optimizer = PackedAdam(list(self.model.parameters()), lrs)
         self.step = 0
         self.stopped_reasons: list[str | None] = [None] * len(self.train_cfgs)
         # Pack slot j trains member slots[j]; members that ended keep their final state in _ended.
@@ -113,8 +114,11 @@ class PackTrainer:
 
     def _train_step(self) -> None:
         cfg = self.cfg
-        batches = [training_batch(self.train_cfgs[m].seed, self.step, cfg.batch_size, cfg.digits, base=self.model_cfg.base) for m in self.slots]
-        a, b, total = torch.stack([torch.stack(batch) for batch in batches], dim=1).to(self.device, non_blocking=True)  # each (slots, B, T)
+        batches = [
+            torch.stack(training_batch(self.train_cfgs[m].seed, self.step, cfg.batch_size, cfg.digits, base=self.model_cfg.base))
+            for m in self.slots
+        ]  # each (3, B, T): a, b, total of one member
+        a, b, total = torch.stack(batches, dim=1).to(self.device, non_blocking=True)  # each (slots, B, T): one copy
         losses = member_losses(self.model(a, b), total)  # (slots,)
         # A member whose loss is non-finite has diverged: it stops here, its weights as they were before.
         self._active &= torch.isfinite(losses.detach())
@@ -258,7 +262,7 @@ class PackTrainer:
             self._active[i] = member["active"]
             self._loss_count = member["loss_count"]
         # The learning rates come from the configs, not the checkpoint (as in Trainer).
-        if len(running) < self.k:
+        if running and len(running) < self.k:
             self.model = self.model.select(running)
             self.optimizer = self.optimizer.select(running, list(self.model.parameters()))
             index = torch.tensor(running, device=self.device)
