@@ -166,6 +166,8 @@ def test_a_completed_pack_carries_on_when_resumed_with_more_steps():
     first = PackTrainer(model_cfg, _configs(steps=20))
     head = list(first.run())
     assert first.stopped_reasons == ["completed"] * 3
+    again = PackTrainer(model_cfg, _configs(steps=20), first.state_dict())
+    assert list(again.run()) == [] and again.stopped_reasons == ["completed"] * 3
     resumed = PackTrainer(model_cfg, _configs(steps=30), first.state_dict())
     rest = list(resumed.run())
     uninterrupted = list(PackTrainer(model_cfg, _configs(steps=30)).run())
