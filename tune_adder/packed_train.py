@@ -65,7 +65,8 @@ class PackTrainer:
                 torch.manual_seed(cfg.seed)
                 members.append(AdderRNN(model_cfg))
         self.model = PackedAdder.from_members(members).to(self.device)
-        lrs = torch.tensor([c.lr for c in self.train_cfgs], dtype=torch.float64)  # float64: Adam's lr is a Python float
+        # float64: torch.optim.Adam's lr is a Python float. The configs, not a loaded state, set the rates (as in Trainer).
+        lrs = torch.tensor([c.lr for c in self.train_cfgs], dtype=torch.float64)
         self.optimizer = PackedAdam(list(self.model.parameters()), lrs)
         self.step = 0
         self.stopped_reasons: list[str | None] = [None] * len(self.train_cfgs)
@@ -100,7 +101,7 @@ class PackTrainer:
             train_losses = (self._loss_sum / self._loss_count).tolist()  # syncs the device before timing
             steps_per_s = steps_since / max(time.perf_counter() - started, 1e-9)
             results: list[EvalMetrics | None] = [None] * self.k
-            for slot, (member, result) in enumerate(zip(self.slots, self._evaluate(train_losses, steps_per_s))):
+            for member, result in zip(self.slots, self._evaluate(train_losses, steps_per_s)):
                 results[member] = result
                 self._solved_streaks[member] = self._solved_streaks[member] + 1 if result.val_exact_match == 1.0 else 0
                 self.stopped_reasons[member] = self._stop_reason(member, result)
@@ -140,12 +141,15 @@ class PackTrainer:
 
     def _drop_ended(self) -> None:
         """Keep the ended members' final state aside and go on with a pack of the running ones."""
-        keep = [slot for slot, member in enumerate(self.slots) if self.stopped_reasons[member] is None]
-        if len(keep) == len(self.slots):
-            return
         for slot, member in enumerate(self.slots):
             if self.stopped_reasons[member] is not None:
                 self._ended[member] = self._member_state(slot)
+        self._keep_slots([slot for slot, member in enumerate(self.slots) if self.stopped_reasons[member] is None])
+
+    def _keep_slots(self, keep: list[int]) -> None:
+        """Shrink the pack to these slots, in this order (with none left, the old pack stays, unused)."""
+        if len(keep) == len(self.slots):
+            return
         self.slots = [self.slots[slot] for slot in keep]
         if not keep:
             return
@@ -261,14 +265,7 @@ class PackTrainer:
             self._loss_sum[i] = member["loss_sum"]
             self._active[i] = member["active"]
             self._loss_count = member["loss_count"]
-        # The learning rates come from the configs, not the checkpoint (as in Trainer).
-        if running and len(running) < self.k:
-            self.model = self.model.select(running)
-            self.optimizer = self.optimizer.select(running, list(self.model.parameters()))
-            index = torch.tensor(running, device=self.device)
-            self._loss_sum = self._loss_sum.index_select(0, index)
-            self._active = self._active.index_select(0, index)
-        self.slots = running
+        self._keep_slots(running)  # slots are still members 0..K-1 here
 
 
 def _pack_score(model: PackedAdder, batch: AdderBatch) -> list[tuple[float, float, float]]:
