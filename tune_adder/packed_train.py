@@ -259,9 +259,8 @@ class PackTrainer:
             running.append(i)
             self.model.load_member(i, member["model"])
             adam = member["adam"]
-            self.optimizer.load_member(
-                i, {"step": adam["step"], "exp_avg": [adam["exp_avg"][n] for n in names], "exp_avg_sq": [adam["exp_avg_sq"][n] for n in names]}
-            )
+            moments = {key: [adam[key][n] for n in names] for key in ("exp_avg", "exp_avg_sq")}  # in params order
+            self.optimizer.load_member(i, {"step": adam["step"], **moments})
             self._loss_sum[i] = member["loss_sum"]
             self._active[i] = member["active"]
             self._loss_count = member["loss_count"]
@@ -280,6 +279,7 @@ def _pack_score(model: PackedAdder, batch: AdderBatch) -> list[tuple[float, floa
         a, b, total = (t[start : start + chunk].expand(k, -1, -1) for t in batch)  # (K, n, T), no copy
         logits = model(a, b)
         right = logits.argmax(dim=-1) == total  # (K, n, T)
-        sums += torch.stack((member_losses(logits, total) * total[0].numel(), right.all(dim=2).sum(dim=1), right.sum(dim=(1, 2)))).double()
+        loss_sum = member_losses(logits, total) * total[0].numel()  # (K,), as _score sums mean * cells
+        sums += torch.stack((loss_sum, right.all(dim=2).sum(dim=1), right.sum(dim=(1, 2)))).double()
     loss_sum, exact, digits_right = sums.tolist()  # one device sync per set
     return [(loss / (rows * length), e / rows, d / (rows * length)) for loss, e, d in zip(loss_sum, exact, digits_right)]
