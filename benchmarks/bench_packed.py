@@ -35,15 +35,15 @@ def block(steps: list[Callable[[], None]], device: torch.device, repeat: int) ->
 
 
 def bench(model_cfg: ModelConfig, digits: int, k: int, batch_size: int, reps: int, device: torch.device) -> dict:
-    cfgs = [TrainConfig(digits=digits, lr=1e-3, seed=seed, batch_size=batch_size, steps=10**9, eval_size=10, probe_size=10) for seed in range(k)]
+    common = dict(digits=digits, lr=1e-3, batch_size=batch_size, steps=10**9, eval_size=10, probe_size=10)
+    cfgs = [TrainConfig(**common, seed=seed) for seed in range(k)]
     pack = PackTrainer(model_cfg, cfgs, device=device)
     solos = [Trainer(model_cfg, cfg, device=device) for cfg in cfgs]
     # About the same time per block at every size: a solo round is k steps, a pack step about as long.
     repeat = max(1, 200 // (k * (digits + 1)))
-    timed = interleaved_ms(
-        {"pack": (block([pack._train_step], device, repeat), 1), "solo": (block([s._train_step for s in solos], device, repeat), 1)},
-        reps,
-    )
+    pack_block = block([pack._train_step], device, repeat)
+    solo_block = block([solo._train_step for solo in solos], device, repeat)
+    timed = interleaved_ms({"pack": (pack_block, 1), "solo": (solo_block, 1)}, reps)
     clock = "wall" if device.type == "cuda" else "cpu"
     pack_ms = timed["pack"][clock] / repeat / k  # per member-step
     solo_ms = timed["solo"][clock] / repeat / k

@@ -94,7 +94,7 @@ def test_packed_adam_is_torch_adam_per_member_and_inactive_members_stay_put():
     shapes, lrs = [(4, 5), (7,)], [0.01, 0.003, 0.1]
     start = [torch.randn(3, *s) for s in shapes]
     packed = [torch.nn.Parameter(t.clone()) for t in start]
-    opt = PackedAdam(packed, torch.tensor(lrs))
+    opt = PackedAdam(packed, torch.tensor(lrs, dtype=torch.float64))
     solo = [[torch.nn.Parameter(t[i].clone()) for t in start] for i in range(3)]
     solo_opts = [torch.optim.Adam(params, lr=lr) for params, lr in zip(solo, lrs)]
     for step in range(8):
@@ -159,6 +159,20 @@ def test_save_and_resume_gives_the_uninterrupted_curves(tmp_path, diverging_memb
     for i in range(3):
         assert _member_curve(head + rest, i) == _member_curve(uninterrupted, i)
     assert resumed.stopped_reasons == ["completed" if i != diverging_member else "diverged" for i in range(3)]
+
+
+def test_a_completed_pack_carries_on_when_resumed_with_more_steps():
+    model_cfg = _small_model()
+    first = PackTrainer(model_cfg, _configs(steps=20))
+    head = list(first.run())
+    assert first.stopped_reasons == ["completed"] * 3
+    again = PackTrainer(model_cfg, _configs(steps=20), first.state_dict())
+    assert list(again.run()) == [] and again.stopped_reasons == ["completed"] * 3
+    resumed = PackTrainer(model_cfg, _configs(steps=30), first.state_dict())
+    rest = list(resumed.run())
+    uninterrupted = list(PackTrainer(model_cfg, _configs(steps=30)).run())
+    for i in range(3):
+        assert _member_curve(head + rest, i) == _member_curve(uninterrupted, i)
 
 
 def test_members_stop_when_solved_one_by_one():

@@ -117,28 +117,34 @@ class PackedAdder(nn.Module):
         k, steps, batch, n_in = x.shape
         w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
         b_ih, b_hh = getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}")
-        # The input half of every gate for all steps in one matmul, as PyTorch's CPU RNN does.
-        x_gates = torch.baddbmm(b_ih.unsqueeze(1), x.reshape(k, steps * batch, n_in), w_ih.transpose(1, 2))
+        gru = self.cfg.cell == "GRU"
+        # The input half of every gate for all steps in one matmul, as PyTorch's CPU RNN does. RNN and LSTM add
+        # both biases here (W_ih x + b_ih + W_hh h + b_hh summed in another order: float rounding only), so a
+        # step is one baddbmm onto its slice; the GRU needs b_hh inside r * (W_hn h + b_hn) and keeps it apart.
+        bias = b_ih if gru else b_ih + b_hh
+        x_gates = torch.baddbmm(bias.unsqueeze(1), x.reshape(k, steps * batch, n_in), w_ih.transpose(1, 2))
         # unbind, not x_gates[:, t]: the backward of T selects would write T full-size zero tensors.
         x_gates = x_gates.view(k, steps, batch, -1).unbind(1)  # T of (K, B, G*H)
-        b_hh, w_hh_t = b_hh.unsqueeze(1), w_hh.transpose(1, 2)
+        w_hh_t = w_hh.transpose(1, 2)
         h = x.new_zeros(k, batch, self.cfg.hidden)  # (K, B, H)
         c = torch.zeros_like(h)  # the LSTM's cell state
         out = []
         for t in range(steps):
-            h_gates = torch.baddbmm(b_hh, h, w_hh_t)  # (K, B, G*H)
-            if self.cfg.cell == "RNN":
-                h = torch.tanh(x_gates[t] + h_gates)
-            elif self.cfg.cell == "LSTM":
-                i, f, g, o = (x_gates[t] + h_gates).chunk(4, dim=2)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-            else:  # GRU: the reset gate scales only the recurrent half of the candidate, as in nn.GRU
+            if gru:  # the reset gate scales only the recurrent half of the candidate, as in nn.GRU
+                h_gates = torch.baddbmm(b_hh.unsqueeze(1), h, w_hh_t)  # (K, B, 3*H)
                 x_r, x_z, x_n = x_gates[t].chunk(3, dim=2)
                 h_r, h_z, h_n = h_gates.chunk(3, dim=2)
                 r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
                 n = torch.tanh(x_n + r * h_n)
                 h = n + z * (h - n)  # (1 - z) * n + z * h, written as PyTorch's CPU kernel rounds it
+            else:
+                gates = torch.baddbmm(x_gates[t], h, w_hh_t) if t else x_gates[0]  # (K, B, G*H); h0 = 0 adds nothing
+                if self.cfg.cell == "RNN":
+                    h = torch.tanh(gates)
+                else:  # LSTM
+                    i, f, g, o = gates.chunk(4, dim=2)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
             out.append(h)
         return torch.stack(out, dim=1)
 

@@ -10,6 +10,7 @@ class PackedAdam:
     """torch.optim.Adam's defaults (betas 0.9/0.999, eps 1e-8, bias correction, no weight decay) for
     tensors shaped (K, ...), member by member.
 
+    `lr` is a (K,) tensor, best float64: a float32 0.003 is not the Python float torch.optim.Adam would use.
     `step(active)` updates the active members; an inactive member's weights, moments and step count
     stay bit for bit as they were, even when its gradient is NaN.
     """
@@ -18,9 +19,9 @@ class PackedAdam:
         self, params: list[torch.nn.Parameter], lr: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
     ) -> None:
         self.params = list(params)
-        k = lr.shape[0]
         if lr.dim() != 1 or not bool(((lr > 0) & torch.isfinite(lr)).all()):
             raise ValueError(f"lr={lr.tolist()}: must be a (K,) tensor of positive finite learning rates")
+        k = lr.shape[0]
         for i, p in enumerate(self.params):
             if p.dim() == 0 or p.shape[0] != k:
                 raise ValueError(f"params[{i}] shape {tuple(p.shape)}: must lead with the {k} members of lr")

@@ -65,7 +65,9 @@ class PackTrainer:
                 torch.manual_seed(cfg.seed)
                 members.append(AdderRNN(model_cfg))
         self.model = PackedAdder.from_members(members).to(self.device)
-        self.optimizer = PackedAdam(list(self.model.parameters()), torch.tensor([c.lr for c in self.train_cfgs]))
+        # float64: torch.optim.Adam's lr is a Python float. The configs, not a loaded state, set the rates (as in Trainer).
+        lrs = torch.tensor([c.lr for c in self.train_cfgs], dtype=torch.float64)
+        self.optimizer = PackedAdam(list(self.model.parameters()), lrs)
         self.step = 0
         self.stopped_reasons: list[str | None] = [None] * len(self.train_cfgs)
         # Pack slot j trains member slots[j]; members that ended keep their final state in _ended.
@@ -99,7 +101,7 @@ class PackTrainer:
             train_losses = (self._loss_sum / self._loss_count).tolist()  # syncs the device before timing
             steps_per_s = steps_since / max(time.perf_counter() - started, 1e-9)
             results: list[EvalMetrics | None] = [None] * self.k
-            for slot, (member, result) in enumerate(zip(self.slots, self._evaluate(train_losses, steps_per_s))):
+            for member, result in zip(self.slots, self._evaluate(train_losses, steps_per_s)):
                 results[member] = result
                 self._solved_streaks[member] = self._solved_streaks[member] + 1 if result.val_exact_match == 1.0 else 0
                 self.stopped_reasons[member] = self._stop_reason(member, result)
@@ -113,8 +115,11 @@ class PackTrainer:
 
     def _train_step(self) -> None:
         cfg = self.cfg
-        batches = [training_batch(self.train_cfgs[m].seed, self.step, cfg.batch_size, cfg.digits, base=self.model_cfg.base) for m in self.slots]
-        a, b, total = torch.stack([torch.stack(batch) for batch in batches], dim=1).to(self.device, non_blocking=True)  # each (slots, B, T)
+        batches = [
+            torch.stack(training_batch(self.train_cfgs[m].seed, self.step, cfg.batch_size, cfg.digits, base=self.model_cfg.base))
+            for m in self.slots
+        ]  # each (3, B, T): a, b, total of one member
+        a, b, total = torch.stack(batches, dim=1).to(self.device, non_blocking=True)  # each (slots, B, T): one copy
         losses = member_losses(self.model(a, b), total)  # (slots,)
         # A member whose loss is non-finite has diverged: it stops here, its weights as they were before.
         self._active &= torch.isfinite(losses.detach())
@@ -136,12 +141,15 @@ class PackTrainer:
 
     def _drop_ended(self) -> None:
         """Keep the ended members' final state aside and go on with a pack of the running ones."""
-        keep = [slot for slot, member in enumerate(self.slots) if self.stopped_reasons[member] is None]
-        if len(keep) == len(self.slots):
-            return
         for slot, member in enumerate(self.slots):
             if self.stopped_reasons[member] is not None:
                 self._ended[member] = self._member_state(slot)
+        self._keep_slots([slot for slot, member in enumerate(self.slots) if self.stopped_reasons[member] is None])
+
+    def _keep_slots(self, keep: list[int]) -> None:
+        """Shrink the pack to these slots, in this order (with none left, the old pack stays, unused)."""
+        if len(keep) == len(self.slots):
+            return
         self.slots = [self.slots[slot] for slot in keep]
         if not keep:
             return
@@ -251,20 +259,12 @@ class PackTrainer:
             running.append(i)
             self.model.load_member(i, member["model"])
             adam = member["adam"]
-            self.optimizer.load_member(
-                i, {"step": adam["step"], "exp_avg": [adam["exp_avg"][n] for n in names], "exp_avg_sq": [adam["exp_avg_sq"][n] for n in names]}
-            )
+            moments = {key: [adam[key][n] for n in names] for key in ("exp_avg", "exp_avg_sq")}  # in params order
+            self.optimizer.load_member(i, {"step": adam["step"], **moments})
             self._loss_sum[i] = member["loss_sum"]
             self._active[i] = member["active"]
             self._loss_count = member["loss_count"]
-        # The learning rates come from the configs, not the checkpoint (as in Trainer).
-        if len(running) < self.k:
-            self.model = self.model.select(running)
-            self.optimizer = self.optimizer.select(running, list(self.model.parameters()))
-            index = torch.tensor(running, device=self.device)
-            self._loss_sum = self._loss_sum.index_select(0, index)
-            self._active = self._active.index_select(0, index)
-        self.slots = running
+        self._keep_slots(running)  # slots are still members 0..K-1 here
 
 
 def _pack_score(model: PackedAdder, batch: AdderBatch) -> list[tuple[float, float, float]]:
@@ -279,6 +279,7 @@ def _pack_score(model: PackedAdder, batch: AdderBatch) -> list[tuple[float, floa
         a, b, total = (t[start : start + chunk].expand(k, -1, -1) for t in batch)  # (K, n, T), no copy
         logits = model(a, b)
         right = logits.argmax(dim=-1) == total  # (K, n, T)
-        sums += torch.stack((member_losses(logits, total) * total[0].numel(), right.all(dim=2).sum(dim=1), right.sum(dim=(1, 2)))).double()
+        loss_sum = member_losses(logits, total) * total[0].numel()  # (K,), as _score sums mean * cells
+        sums += torch.stack((loss_sum, right.all(dim=2).sum(dim=1), right.sum(dim=(1, 2)))).double()
     loss_sum, exact, digits_right = sums.tolist()  # one device sync per set
     return [(loss / (rows * length), e / rows, d / (rows * length)) for loss, e, d in zip(loss_sum, exact, digits_right)]
