@@ -203,6 +203,10 @@ BAD_FLAGS = [
     (["--search", "optuna", "--grid", "quick"], "--grid"),
     (["--num-samples", "5"], "--num-samples"),
     (["--gpus-per-trial", "4"], "GPU"),  # this machine has none: refused before Ray starts
+    (["--pack", "configs"], "--pack"),
+    (["--pack", "lr,seeds", "--scheduler", "asha"], "--pack lr,seeds"),
+    (["--search", "optuna", "--pack", "lr,seeds"], "--pack lr,seeds"),
+    (["--search", "optuna", "--seeds", "3"], "--pack seeds"),
 ]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tune_adder.frames import pack_members
+from tune_adder.metrics import PACK_LRS, PACK_SEEDS
 from tune_adder.model import ModelConfig
 from tune_adder.train import TrainConfig
 
@@ -39,3 +41,11 @@ def to_configs(config: dict[str, Any]) -> tuple[ModelConfig, TrainConfig, int]:
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every={checkpoint_every} is invalid; it must be >= 1 evaluation")
     return model_cfg, train_cfg, checkpoint_every
+
+
+def to_pack_configs(config: dict[str, Any]) -> tuple[ModelConfig, list[TrainConfig], int]:
+    """A trial pack's flat config (PACK_SEEDS, optionally PACK_LRS) as one ModelConfig and one TrainConfig per member."""
+    if PACK_SEEDS not in config:
+        raise ValueError(f"{PACK_SEEDS} missing: a trial pack's config lists its seeds (e.g. '0,1,2')")
+    split = [to_configs(member) for member in pack_members(config)]
+    return split[0][0], [train for _, train, _ in split], split[0][2]

@@ -21,6 +21,9 @@ from tune_adder.metrics import (
     PROBE_COLUMNS,
     SOLVED_PATIENCE,
     STEP,
+    MEMBERS,
+    PACK_LRS,
+    PACK_SEEDS,
     STOP_REASONS,
     TRIAL_COLUMNS,
     TRIAL_ID,
@@ -40,6 +43,61 @@ class TrialRecord:
     config: dict[str, Any]
     status: str
     reports: list[dict[str, Any]] = field(default_factory=list)
+
+
+def pack_members(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The flat config of every member of a trial pack (lr-major, then seed), or [config] for a plain trial."""
+    if PACK_SEEDS not in config:
+        return [config]
+    base = {k: v for k, v in config.items() if k not in (PACK_SEEDS, PACK_LRS)}
+    lrs = parse_pack_list(config[PACK_LRS], float) if config.get(PACK_LRS) else [config["lr"]]
+    return [{**base, "lr": lr, "seed": seed} for lr in lrs for seed in parse_pack_list(config[PACK_SEEDS], int)]
+
+
+def pack_list(values) -> str:
+    """A pack's seeds or lrs as one config value, "0,1,2": Ray Tune would read a list as a nested search space."""
+    return ",".join(repr(v) for v in values)
+
+
+def parse_pack_list(value, kind) -> list:
+    """The inverse of pack_list (a list is accepted as it is)."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        parsed = [kind(v) for v in items if str(v).strip() != ""]
+    except ValueError:
+        raise ValueError(f"{value!r}: must be a comma-separated list of {kind.__name__} values") from None
+    if not parsed:
+        raise ValueError(f"{value!r}: a trial pack needs at least one member")
+    return parsed
+
+
+def member_key(member: dict[str, Any]) -> str:
+    """A member's key in a pack report's MEMBERS dict: "lr0.01_s2" (a dict, so loggers flatten it to scalars)."""
+    return f"lr{member['lr']!r}_s{member['seed']}"
+
+
+def member_trial_id(trial_id: str, member: dict[str, Any], config: dict[str, Any]) -> str:
+    """A member's own trial id: the pack's, then its seed (and its lr when the pack holds several)."""
+    lr = f"_lr{member['lr']:g}" if config.get(PACK_LRS) else ""
+    return f"{trial_id}{lr}_s{member['seed']}"
+
+
+def unpack_records(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Each trial pack as one record per member, with that member's own reports (pack-level keys such as
+    time_total_s added), so the frames have one trial per (config, seed) whether or not trials were packed."""
+    out = []
+    for rec in records:
+        if PACK_SEEDS not in rec.config:
+            out.append(rec)
+            continue
+        for member in pack_members(rec.config):
+            own = []
+            for report in rec.reports:
+                entry = (report.get(MEMBERS) or {}).get(member_key(member))
+                if entry is not None:
+                    own.append({**{k: v for k, v in report.items() if k not in (MEMBERS, STOP_REASON_KEY)}, **entry})
+            out.append(TrialRecord(member_trial_id(rec.trial_id, member, rec.config), member, rec.status, own))
+    return out
 
 
 def dedupe_reports(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -87,7 +145,7 @@ def _config_values(config: dict[str, Any]) -> dict[str, Any]:
 def history_frame(records: list[TrialRecord]) -> pd.DataFrame:
     """Every report of every trial, one row per (trial_id, step)."""
     rows = []
-    for rec in records:
+    for rec in unpack_records(records):
         cfg = _config_values(rec.config)
         for report in dedupe_reports(rec.reports):
             rows.append({TRIAL_ID: rec.trial_id, **cfg, **{m: report.get(m) for m in (*EVAL_METRICS, "time_total_s")}})
@@ -116,7 +174,7 @@ def _trial_row(rec: TrialRecord) -> dict[str, Any]:
 
 def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
     """One row per trial: config, status, stop reason, final and best metrics, steps_to_solve."""
-    frame = pd.DataFrame([_trial_row(r) for r in records], columns=list(TRIAL_COLUMNS))
+    frame = pd.DataFrame([_trial_row(r) for r in unpack_records(records)], columns=list(TRIAL_COLUMNS))
     probe_types = {c: "Float64" for c in PROBE_COLUMNS} | {GENERALISES_TO: "Int64", GENERALISES_BEYOND: "boolean"}
     return frame.astype({"steps_to_solve": "Int64", "steps_trained": "int64", "diverged": "bool", **probe_types})
 

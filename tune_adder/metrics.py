@@ -37,6 +37,13 @@ CONFIG_COLUMNS = (
 
 TRIAL_ID = "trial_id"
 
+# Trial packs (--pack): one Ray trial trains several (lr, seed) members of one config together. Its flat
+# config lists them under these keys instead of "seed" (and "lr"), and each report carries one entry per
+# member under MEMBERS; the frames unpack them into one trial per member, as if each had run alone.
+PACK_SEEDS = "pack_seeds"
+PACK_LRS = "pack_lrs"
+MEMBERS = "members"
+
 # history.parquet: one row per report of every trial, no repeated (trial_id, step).
 HISTORY_COLUMNS = (TRIAL_ID, *CONFIG_COLUMNS, *EVAL_METRICS, "time_total_s")
 

@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from tune_adder import spaces
-from tune_adder.frames import ERROR, TERMINATED, best_trials
-from tune_adder.metrics import CONFIG_COLUMNS, METRIC, MODE, STEP
+from tune_adder.frames import ERROR, TERMINATED, best_trials, pack_list
+from tune_adder.metrics import CONFIG_COLUMNS, METRIC, MODE, PACK_LRS, PACK_SEEDS, STEP
 from tune_adder.results import HISTORY_FILE, TRIALS_FILE, write_frames
 from tune_adder.storage import Storage
 from tune_adder.sweep import EXPERIMENT_FILE, OPTUNA_FILE, RESUME_KEYS, Settings, UsageError, now
@@ -32,7 +32,7 @@ from ray import tune  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 from optuna.exceptions import UpdateFinishedTrialError  # noqa: E402
 
-from tune_adder.trainable import train_adder  # noqa: E402
+from tune_adder.trainable import train_adder, train_pack  # noqa: E402
 
 # A cluster that autoscales from zero workers (cluster/config.yaml) has no room for a trial until the
 # autoscaler adds a node; its head exports this (seconds) so a sweep asks for a node and waits for it.
@@ -105,7 +105,8 @@ def _start_record(s: Settings, command: str, previous: dict[str, Any] | None) ->
         "storage": s.storage,
         "path": Storage.from_arg(s.storage).path(s.name),
         **{k: settings[k] for k in RESUME_KEYS},
-        "seed_values": list(range(s.seeds)) if s.search == "grid" else [0],
+        "seed_values": list(range(s.seeds)) if s.search == "grid" or s.pack == "seeds" else [0],
+        "ray_trials": _num_ray_trials(s),
         "search_space": _describe_space(s),
         "num_trials": _num_trials(s),
         "metric": METRIC,
@@ -150,7 +151,14 @@ def _describe_space(s: Settings) -> dict[str, Any]:
 
 
 def _num_trials(s: Settings) -> int:
-    return s.num_samples if s.search == "optuna" else len(spaces.get_grid(s.grid).configs) * s.seeds
+    """Rows of trials.parquet when done: one per (config, seed), packed or not."""
+    if s.search == "optuna":
+        return s.num_samples * (s.seeds if s.pack == "seeds" else 1)
+    return len(spaces.get_grid(s.grid).configs) * s.seeds
+
+
+def _num_ray_trials(s: Settings) -> int:
+    return s.num_samples if s.search == "optuna" else len(_grid_points(s))
 
 
 # ---- Ray ----------------------------------------------------------------------------------------
@@ -206,7 +214,8 @@ def _check_fits(s: Settings, cpus: float, gpus: float) -> None:
 
 
 def _trainable(s: Settings):
-    return tune.with_resources(train_adder, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+    trainable = train_adder if s.pack == "none" else train_pack
+    return tune.with_resources(trainable, {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
 
 
 def _constants(s: Settings) -> dict[str, Any]:
@@ -221,12 +230,27 @@ def _grid_search(s: Settings) -> tuple[dict[str, Any], Any, int]:
     """The grid's configs x seeds as explicit points: a grid need not be a full cross product (the seed grid)."""
     from ray.tune.search import BasicVariantGenerator
 
-    configs = spaces.get_grid(s.grid).configs
-    points = [{**cfg, "seed": seed} for seed in range(s.seeds) for cfg in configs]  # whole seed replicas first
+    points = _grid_points(s)
     keys = sorted({k for p in points for k in p})
     # Tune wants every point's key declared in the space; the points then fix every value.
-    space = {k: tune.choice(sorted({p[k] for p in points}, key=str)) for k in keys}
+    space = {k: tune.choice(sorted({p[k] for p in points if k in p}, key=str)) for k in keys}
     return {**space, **_constants(s)}, BasicVariantGenerator(points_to_evaluate=points), len(points)
+
+
+def _grid_points(s: Settings) -> list[dict[str, Any]]:
+    """One point per Ray trial: a config and seed, or a trial pack (a config under all seeds, or also all its lrs)."""
+    configs = spaces.get_grid(s.grid).configs
+    seeds = pack_list(range(s.seeds))
+    if s.pack == "seeds":
+        return [{**cfg, PACK_SEEDS: seeds} for cfg in configs]
+    if s.pack == "lr,seeds":
+        groups: dict[tuple, dict[str, Any]] = {}  # configs equal but for lr, in the grid's order
+        for cfg in configs:
+            rest = {k: v for k, v in cfg.items() if k != "lr"}
+            groups.setdefault(tuple(sorted(rest.items())), {**rest, PACK_LRS: [], PACK_SEEDS: seeds})[PACK_LRS].append(cfg["lr"])
+        return [{**group, PACK_LRS: pack_list(group[PACK_LRS])} for group in groups.values()]
+    return [{**cfg, "seed": seed} for seed in range(s.seeds) for cfg in configs]  # whole seed replicas first
+
 
 
 def _optuna_local(s: Settings) -> bool:
@@ -242,7 +266,8 @@ def _optuna_search(s: Settings, storage: Storage) -> tuple[dict[str, Any], Any, 
         os.makedirs(storage.path(s.name), exist_ok=True)
         study_storage = optuna.storages.RDBStorage(f"sqlite:///{storage.path(s.name, OPTUNA_FILE)}")
     searcher = ResumableOptunaSearch(sampler=optuna.samplers.TPESampler(seed=0), study_name=s.name, storage=study_storage)
-    space = {**spaces.optuna_space(s.digits), "seed": 0, **_constants(s)}
+    seeds = {PACK_SEEDS: pack_list(range(s.seeds))} if s.pack == "seeds" else {"seed": 0}
+    space = {**spaces.optuna_space(s.digits), **seeds, **_constants(s)}
     return space, searcher, s.num_samples
 
 

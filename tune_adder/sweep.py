@@ -18,12 +18,16 @@ from tune_adder.storage import Storage
 
 SEARCHES = ("grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
+# --pack: what one Ray trial trains as one batched model. "seeds": a config under all its seeds;
+# "lr,seeds": a grid's configs that differ only in lr, under all seeds (grid and FIFO only: ASHA and
+# Optuna must judge each lr on its own).
+PACKS = ("none", "seeds", "lr,seeds")
 EXPERIMENT_FILE = "experiment.json"
 OPTUNA_FILE = "optuna.db"
 # Settings that define an experiment's trials: a rerun must match them to resume it.
 RESUME_KEYS = (
     "grid", "search", "scheduler", "seeds", "num_samples", "digits", "max_steps", "stop_when_solved",
-    "grace_period", "reduction_factor", "eval_every", "eval_size", "checkpoint_every",
+    "grace_period", "reduction_factor", "eval_every", "eval_size", "checkpoint_every", "pack",
 )  # fmt: skip
 
 
@@ -39,6 +43,7 @@ class Settings:
     search: str
     scheduler: str
     seeds: int
+    pack: str
     num_samples: int | None
     digits: int | None
     max_steps: int
@@ -72,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, help="Optuna: configs to sample (default 20)")
     p.add_argument("--digits", type=int, help="Optuna: operand length to tune at (default 10)")
     p.add_argument("--seeds", type=int, default=1, help="grid: run every config under seeds 0..K-1 (default 1)")
+    p.add_argument("--pack", default="none", help="train several runs as one batched model per trial: seeds (a config "
+                   "under all --seeds; the scheduler sees their mean), lr,seeds (grid+FIFO: also the lrs of a config); default none")
     p.add_argument("--scheduler", default="fifo", help=f"one of {', '.join(SCHEDULERS)} (default fifo)")
     p.add_argument("--grace-period", type=int, default=100, help="ASHA: steps before a trial can be cut (default 100)")
     p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/this at each rung (default 3)")
@@ -101,6 +108,7 @@ def default_name(s: dict[str, Any]) -> str:
     """A name that only depends on the settings that define the trials, so rerunning a command finds it."""
     space = f"optuna-d{s['digits']}-n{s['num_samples']}" if s["search"] == "optuna" else s["grid"]
     name = f"{space}-{s['scheduler']}-seeds{s['seeds']}-steps{s['max_steps']}"
+    name += "" if s["pack"] == "none" else "-pack" + s["pack"].replace(",", "")
     return name + ("-solve" if s["stop_when_solved"] else "")
 
 
@@ -111,7 +119,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     _require(a.scheduler in SCHEDULERS, f"--scheduler {a.scheduler!r} is not valid; choose one of: {', '.join(SCHEDULERS)}")
     if a.search == "optuna":
         _require(a.grid is None, "--grid only applies to --search grid; Optuna samples its own space (see --digits)")
-        _require(a.seeds == 1, f"--seeds {a.seeds} only applies to --search grid; Optuna runs each sample once")
+        _require(a.seeds == 1 or a.pack == "seeds", f"--seeds {a.seeds} needs --pack seeds with --search optuna (each sample then trains all seeds as one trial)")
         a.num_samples = 20 if a.num_samples is None else a.num_samples
         a.digits = 10 if a.digits is None else a.digits
         _require(a.num_samples >= 1, f"--num-samples {a.num_samples} is not valid; it must be >= 1")
@@ -124,6 +132,10 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         _require(a.digits is None, "--digits only applies to --search optuna; a grid names its own lengths")
         default_steps = get_grid(a.grid).max_steps
     a.max_steps = default_steps if a.max_steps is None else a.max_steps
+    _require(a.pack in PACKS, f"--pack {a.pack!r} is not valid; choose one of: {', '.join(PACKS)}")
+    if a.pack == "lr,seeds":
+        _require(a.search == "grid" and a.scheduler == "fifo", "--pack lr,seeds needs --search grid and --scheduler fifo "
+                 "(ASHA and Optuna judge each learning rate on its own); use --pack seeds")
     for flag in ("seeds", "max_steps", "eval_every", "eval_size", "checkpoint_every", "grace_period"):
         value = getattr(a, flag)
         _require(value >= 1, f"--{flag.replace('_', '-')} {value} is not valid; it must be >= 1")

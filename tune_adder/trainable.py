@@ -7,6 +7,7 @@ It checkpoints the full Trainer state every few evaluations and at the end, and 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -16,8 +17,10 @@ import ray
 import torch
 from ray import tune
 
-from tune_adder.configs import CHECKPOINT_EVERY, allowed_keys, to_configs  # noqa: F401 (re-exported)
-from tune_adder.frames import STOP_REASON_KEY
+from tune_adder.configs import CHECKPOINT_EVERY, allowed_keys, to_configs, to_pack_configs  # noqa: F401 (re-exported)
+from tune_adder.frames import STOP_REASON_KEY, member_key
+from tune_adder.metrics import EVAL_METRICS, MEMBERS
+from tune_adder.packed_train import PackTrainer
 from tune_adder.train import EvalMetrics, Trainer, load_state, save_state
 
 STATE_FILE = "trainer_state.pt"
@@ -84,3 +87,58 @@ def train_adder(config: dict[str, Any]) -> None:
     final = {**(last.as_dict() if last else meta["metrics"]), STOP_REASON_KEY: trainer.stopped_reason, **_placement(device)}
     final.update(trainer.probe())  # how far past its trained length the finished model adds
     _report(final, _checkpoint(trainer, {STOP_REASON_KEY: trainer.stopped_reason, "metrics": final}))
+
+
+# ---- trial packs ------------------------------------------------------------------------------
+def pack_mean(latest: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a pack reports for ASHA and Optuna to decide on: each metric averaged over the members, every
+    member counted at its latest evaluation (a solved member keeps its 1.0, a diverged one its last
+    scores with an infinite loss), so a config is judged on all its seeds, not on the ones still running."""
+    mean: dict[str, Any] = {}
+    for name in EVAL_METRICS:
+        values = [m[name] for m in latest]
+        if name == "diverged":
+            mean[name] = all(values)
+        elif name in ("step", "samples_seen"):
+            mean[name] = max(values)
+        else:
+            finite = [float(v) if math.isfinite(v) else math.inf for v in values]
+            mean[name] = sum(finite) / len(finite)
+    return mean
+
+
+def train_pack(config: dict[str, Any]) -> None:
+    """Train a trial pack: every (lr, seed) member of one config as one batched model (tune_adder.packed_train).
+
+    Each report holds the metrics averaged over the members (what the scheduler and searcher see), one
+    entry per member evaluated at this step under MEMBERS, and, in the final report, every member's
+    stop reason and length-generalisation probes. Checkpoints carry the whole pack.
+    """
+    model_cfg, train_cfgs, checkpoint_every = to_pack_configs(config)
+    ids = [{"seed": c.seed, "lr": c.lr} for c in train_cfgs]
+    keys = [member_key(i) for i in ids]
+    device = _device_and_threads()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    state, meta = _restore()
+    if meta is not None and meta[STOP_REASON_KEY] != "running":
+        _report(meta["metrics"])  # finished before the driver died: report the end again, train nothing
+        return
+    trainer = PackTrainer(model_cfg, train_cfgs, state=state, device=device)
+    latest: list[dict[str, Any] | None] = meta["latest"] if meta else [None] * trainer.k
+
+    def meta_of(report: dict[str, Any], reason: str) -> dict[str, Any]:
+        return {STOP_REASON_KEY: reason, "metrics": report, "latest": latest}
+
+    for n, results in enumerate(trainer.run(), start=1):
+        members = {}
+        for i, result in enumerate(results):
+            if result is not None:
+                latest[i] = {**result.as_dict(), **ids[i]}
+                members[keys[i]] = {**latest[i], STOP_REASON_KEY: trainer.stopped_reasons[i] or "running"}
+        report = {**pack_mean(latest), MEMBERS: members, STOP_REASON_KEY: "running", **_placement(device)}
+        ckpt = _checkpoint(None, meta_of(report, "running"), trainer.state_dict()) if n % checkpoint_every == 0 else None
+        _report(report, ckpt)
+    members = {keys[i]: {**latest[i], STOP_REASON_KEY: trainer.stopped_reasons[i], **trainer.probe(i)} for i in range(trainer.k)}
+    final = {**pack_mean(latest), MEMBERS: members, STOP_REASON_KEY: "completed", **_placement(device)}
+    _report(final, _checkpoint(None, meta_of(final, "completed"), trainer.state_dict()))
