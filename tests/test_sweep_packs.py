@@ -119,3 +119,39 @@ def test_pack_mean_counts_every_member_at_its_latest_evaluation():
     assert mean["val_exact_match"] == pytest.approx(0.5) and mean["step"] == 100
     assert mean["val_loss"] == math.inf and mean["diverged"] is False  # a diverged seed makes the config's loss infinite
     assert pack_mean([diverged, diverged])["diverged"] is True
+
+
+def test_a_killed_pack_sweep_resumes_each_pack_from_its_checkpoint(tmp_path, ray_address):
+    """kill -9 the driver once a pack has checkpointed mid-run; the rerun continues every pack from its last
+    checkpoint (no member restarts from step 0), and the frames hold every member's full curve once."""
+    import os
+    import signal
+
+    from tests.test_sweep import assert_full_histories, start_sweep, wait_for
+
+    args = ["--grid", "quick", "--seeds", "2", "--pack", "seeds", "--max-steps", "120", "--eval-every", "10",
+            "--checkpoint-every", "2"]  # fmt: skip
+    proc = start_sweep(args, tmp_path, ray_address)
+
+    def pack_past_a_checkpoint():
+        for trial_dir in sorted(tmp_path.glob("*/train_pack_*")):
+            reports = raw_reports(trial_dir)
+            if reports and 40 <= reports[-1]["step"] < 100 and list(trial_dir.glob("checkpoint_*")):
+                return trial_dir
+        return None
+
+    trial_dir = wait_for(pack_past_a_checkpoint, 240, "a pack past its first checkpoint")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    seen = len(raw_reports(trial_dir))  # counted once the driver is dead: later reports are the rerun's
+    assert raw_reports(trial_dir)[-1]["step"] < 120  # the pack was cut mid-run
+    out = sweep(args, tmp_path, ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming" in out.stdout
+    history, trials = frames(only_experiment(tmp_path))
+    assert len(trials) == 16 and set(trials["stop_reason"]) == {"completed"}
+    assert_full_histories(history, 10, 120)
+    after = raw_reports(trial_dir)[seen:]
+    steps = [r["step"] for r in after]
+    assert steps and steps[0] > 10 and (steps[0] - 10) % 20 == 0  # continued from a checkpoint (every 20 steps)
+    assert all(len(r[MEMBERS]) == 2 for r in after)
