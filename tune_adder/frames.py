@@ -24,6 +24,7 @@ from tune_adder.metrics import (
     MEMBERS,
     PACK_LRS,
     PACK_SEEDS,
+    RECORDED_TIME,
     STOP_REASONS,
     TRIAL_COLUMNS,
     TRIAL_ID,
@@ -138,6 +139,11 @@ def stop_reason(status: str, reports: list[dict[str, Any]], config: dict[str, An
     return "early_stopped"
 
 
+def _time(report: dict[str, Any]):
+    """Seconds since the trial started: the recorded run's for a replayed trial, Ray's otherwise."""
+    return report.get(RECORDED_TIME, report.get("time_total_s"))
+
+
 def _config_values(config: dict[str, Any]) -> dict[str, Any]:
     return {c: config.get(c) for c in CONFIG_COLUMNS}
 
@@ -148,7 +154,7 @@ def history_frame(records: list[TrialRecord]) -> pd.DataFrame:
     for rec in unpack_records(records):
         cfg = _config_values(rec.config)
         for report in dedupe_reports(rec.reports):
-            rows.append({TRIAL_ID: rec.trial_id, **cfg, **{m: report.get(m) for m in (*EVAL_METRICS, "time_total_s")}})
+            rows.append({TRIAL_ID: rec.trial_id, **cfg, **{m: report.get(m) for m in EVAL_METRICS}, "time_total_s": _time(report)})
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype({"diverged": "boolean"})
 
 
@@ -167,7 +173,7 @@ def _trial_row(rec: TrialRecord) -> dict[str, Any]:
         "steps_to_solve": steps_to_solve(reports),
         "diverged": any(bool(r.get("diverged")) for r in reports),
         "steps_trained": int(last[STEP]) if last else 0,
-        "wall_time_s": last.get("time_total_s"),
+        "wall_time_s": _time(last) if last else None,
         **{c: last.get(c) for c in PROBE_COLUMNS},  # in the final report only
     }
 

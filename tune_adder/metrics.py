@@ -43,6 +43,9 @@ TRIAL_ID = "trial_id"
 PACK_SEEDS = "pack_seeds"
 PACK_LRS = "pack_lrs"
 MEMBERS = "members"
+# A replayed trial (--replay) reports the recorded run's time_total_s under this key: the frames' times are
+# the recorded ones, not the seconds the replay took.
+RECORDED_TIME = "recorded_time_s"
 
 # history.parquet: one row per report of every trial, no repeated (trial_id, step).
 HISTORY_COLUMNS = (TRIAL_ID, *CONFIG_COLUMNS, *EVAL_METRICS, "time_total_s")

@@ -27,7 +27,7 @@ OPTUNA_FILE = "optuna.db"
 # Settings that define an experiment's trials: a rerun must match them to resume it.
 RESUME_KEYS = (
     "grid", "search", "scheduler", "seeds", "num_samples", "digits", "max_steps", "stop_when_solved",
-    "grace_period", "reduction_factor", "eval_every", "eval_size", "checkpoint_every", "pack",
+    "grace_period", "reduction_factor", "eval_every", "eval_size", "checkpoint_every", "pack", "replay",
 )  # fmt: skip
 
 
@@ -44,6 +44,7 @@ class Settings:
     scheduler: str
     seeds: int
     pack: str
+    replay: str | None
     num_samples: int | None
     digits: int | None
     max_steps: int
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="grid: run every config under seeds 0..K-1 (default 1)")
     p.add_argument("--pack", default="none", help="train several runs as one batched model per trial: seeds (a config "
                    "under all --seeds; the scheduler sees their mean), lr,seeds (grid+FIFO: also the lrs of a config); default none")
+    p.add_argument("--replay", metavar="DATASET", help="serve a finished sweep's recorded evaluations instead of training "
+                   "(its folder, e.g. data/full-seeds3): compare searches and schedulers in seconds")
     p.add_argument("--scheduler", default="fifo", help=f"one of {', '.join(SCHEDULERS)} (default fifo)")
     p.add_argument("--grace-period", type=int, default=100, help="ASHA: steps before a trial can be cut (default 100)")
     p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/this at each rung (default 3)")
@@ -109,6 +112,7 @@ def default_name(s: dict[str, Any]) -> str:
     space = f"optuna-d{s['digits']}-n{s['num_samples']}" if s["search"] == "optuna" else s["grid"]
     name = f"{space}-{s['scheduler']}-seeds{s['seeds']}-steps{s['max_steps']}"
     name += "" if s["pack"] == "none" else "-pack" + s["pack"].replace(",", "")
+    name = name if not s.get("replay") else "replay-" + name
     return name + ("-solve" if s["stop_when_solved"] else "")
 
 
@@ -150,10 +154,38 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         Storage.from_arg(a.storage)
     except Exception as e:  # pyarrow names the unsupported scheme
         raise UsageError(f"--storage {a.storage!r} is not usable: {e}") from None
+    if a.replay is not None:
+        _check_replay(a)
     values = vars(a)
     values["name"] = a.name or default_name(values)
     _require("/" not in values["name"] and values["name"] not in (".", ".."), f"--name {values['name']!r} is not valid; use a plain folder name")
     return Settings(**values)
+
+
+def _check_replay(a: argparse.Namespace) -> None:
+    """--replay: the dataset must hold every config the sweep would ask for, at its step budget and evaluation grid."""
+    from tune_adder.replay import Recording, ReplayError
+
+    _require(a.pack == "none", "--replay serves one recorded seed per trial; it does not combine with --pack")
+    try:
+        recording = Recording.load(a.replay)
+    except ReplayError as e:
+        raise UsageError(str(e)) from None
+    except Exception as e:  # unreadable parquet or JSON
+        raise UsageError(f"--replay {a.replay!r} is not readable as a sweep's frames: {str(e).splitlines()[0]}") from None
+    a.replay = str(recording.path.resolve())
+    _require(a.max_steps <= recording.max_steps, f"--max-steps {a.max_steps} is more than the dataset recorded "
+             f"({recording.max_steps}); use at most {recording.max_steps}")
+    recorded_every = recording.eval_every
+    _require(recorded_every in (None, a.eval_every), f"--eval-every {a.eval_every} differs from the dataset's "
+             f"{recorded_every}; a replay can only serve the evaluations that were recorded")
+    if a.search == "grid":
+        missing = recording.missing([dict(c) for c in get_grid(a.grid).configs])
+        _require(not missing, f"--grid {a.grid}: {len(missing)} of its configs are not in the dataset "
+                 f"(first: {missing[0] if missing else ''}); replay a grid the dataset covers")
+    else:
+        _require(a.digits in recording.values("digits"), f"--digits {a.digits} is not in the dataset; "
+                 f"recorded: {', '.join(map(str, recording.values('digits')))}")
 
 
 def command_line(argv: Sequence[str] | None) -> str:

@@ -142,3 +142,15 @@ def train_pack(config: dict[str, Any]) -> None:
     members = {keys[i]: {**latest[i], STOP_REASON_KEY: trainer.stopped_reasons[i], **trainer.probe(i)} for i in range(trainer.k)}
     final = {**pack_mean(latest), MEMBERS: members, STOP_REASON_KEY: "completed", **_placement(device)}
     _report(final, _checkpoint(None, meta_of(final, "completed"), trainer.state_dict()))
+
+
+# ---- replay -----------------------------------------------------------------------------------
+def replay_adder(config: dict[str, Any], recording) -> None:
+    """Serve the recorded evaluations of this config and seed (a tune_adder.replay.Recording) instead of
+    training: the scheduler and searcher see what training showed them, and the final report says how the
+    recorded run ended, with its probes. Nothing is checkpointed: a restarted replay serves it all again."""
+    reports = recording.reports(config)
+    for report in reports:
+        tune.report({**report, STOP_REASON_KEY: "running"})
+    if reports:
+        tune.report({**reports[-1], **recording.final(config)})

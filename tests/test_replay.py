@@ -1,0 +1,118 @@
+"""Replay (--replay DATASET): a finished sweep's recorded evaluations served to the real Ray Tune searchers and
+schedulers instead of training. A FIFO replay's frames are the dataset's rows; ASHA cuts trials on the recorded
+curves; Optuna searches only recorded values; a dataset that cannot serve the sweep is refused before Ray starts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from tests.test_sweep import frames, sweep
+from tune_adder.metrics import CONFIG_COLUMNS, EVAL_METRICS, PROBE_COLUMNS
+from tune_adder.replay import Recording
+from tune_adder.sweep import main
+
+RECORD = ["--grid", "quick", "--seeds", "2", "--max-steps", "60", "--eval-every", "20"]
+SETTING = [c for c in CONFIG_COLUMNS if c not in ("seed", "max_steps")]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, ray_address):
+    """A real quick sweep under 2 seeds, its frames copied out without Ray's folders (as a committed dataset is)."""
+    storage = tmp_path_factory.mktemp("recorded")
+    out = sweep([*RECORD, "--name", "rec"], storage, ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = tmp_path_factory.mktemp("data") / "quick-seeds2"
+    data.mkdir()
+    for name in ("history.parquet", "trials.parquet", "experiment.json"):
+        shutil.copy(storage / "rec" / name, data / name)
+    return data
+
+
+def by_setting_and_seed(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns="trial_id").sort_values([*SETTING, "seed", *(["step"] if "step" in frame else [])]).reset_index(drop=True)
+
+
+def test_a_fifo_replay_writes_the_datasets_rows(dataset, tmp_path, ray_address):
+    out = sweep([*RECORD, "--replay", str(dataset)], tmp_path, ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    exp = tmp_path / "replay-quick-fifo-seeds2-steps60"
+    history, trials = frames(exp)
+    recorded_h, recorded_t = pd.read_parquet(dataset / "history.parquet"), pd.read_parquet(dataset / "trials.parquet")
+    pd.testing.assert_frame_equal(by_setting_and_seed(history), by_setting_and_seed(recorded_h), check_dtype=False)
+    keep = [c for c in recorded_t.columns if c not in ("trial_id", "status")]
+    pd.testing.assert_frame_equal(by_setting_and_seed(trials[keep + ["trial_id"]]), by_setting_and_seed(recorded_t[keep + ["trial_id"]]),
+                                  check_dtype=False)
+    record = json.loads((exp / "experiment.json").read_text())
+    assert record["replay"] == str(dataset.resolve()) and "--name rec" in record["replay_of"]
+    assert record["status"] == "completed"
+
+
+def test_an_asha_replay_cuts_trials_on_the_recorded_curves(dataset, tmp_path, ray_address):
+    args = [*RECORD, "--seeds", "3", "--scheduler", "asha", "--grace-period", "20", "--reduction-factor", "2"]
+    out = sweep([*args, "--replay", str(dataset)], tmp_path, ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    history, trials = frames(tmp_path / "replay-quick-asha-seeds3-steps60")
+    assert len(trials) == 24 and (trials["stop_reason"] == "early_stopped").any()
+    recorded = pd.read_parquet(dataset / "history.parquet")
+    for row in trials.itertuples():  # seed 2 replays recorded seed 0 (2 mod 2); every served step is recorded
+        served = history[history["trial_id"] == row.trial_id]
+        match = recorded.merge(pd.DataFrame([{**{c: getattr(row, c) for c in SETTING}, "seed": row.seed % 2}]))
+        values = [m for m in EVAL_METRICS if m != "step"]
+        own = match.set_index("step").loc[served["step"], values].reset_index(drop=True)
+        pd.testing.assert_frame_equal(served[values].reset_index(drop=True), own, check_dtype=False)
+    assert trials.loc[trials["stop_reason"] == "early_stopped", list(PROBE_COLUMNS[:2])].isna().all().all()
+
+
+def test_an_optuna_replay_searches_only_recorded_values(dataset, tmp_path, ray_address):
+    args = ["--search", "optuna", "--digits", "5", "--num-samples", "3", "--max-steps", "60", "--eval-every", "20"]
+    out = sweep([*args, "--replay", str(dataset)], tmp_path, ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, trials = frames(next(p for p in tmp_path.iterdir() if p.is_dir()))
+    recording = Recording.load(dataset)
+    assert len(trials) == 3 and (trials["digits"] == 5).all()
+    assert all(recording.has(row) for row in trials.to_dict("records"))
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--grid", "seed", "--max-steps", "60", "--eval-every", "20"], "configs are not in the dataset"),
+        (["--grid", "quick", "--max-steps", "100"], "--max-steps 100"),
+        (["--grid", "quick", "--max-steps", "60", "--eval-every", "10"], "--eval-every 10"),
+        (["--grid", "quick", "--max-steps", "60", "--pack", "seeds"], "--pack"),
+        (["--search", "optuna", "--digits", "7", "--max-steps", "60", "--eval-every", "20"], "--digits 7"),
+    ],
+)
+def test_a_dataset_that_cannot_serve_the_sweep_exits_2_before_ray(dataset, flags, named, tmp_path, capsys):
+    assert main([*flags, "--replay", str(dataset), "--storage", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and named in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_or_unfinished_dataset_exits_2(dataset, tmp_path, capsys):
+    assert main(["--grid", "quick", "--replay", str(tmp_path / "nowhere"), "--storage", str(tmp_path / "out")]) == 2
+    assert "no history.parquet or trials.parquet" in capsys.readouterr().err
+    partial = tmp_path / "partial"
+    shutil.copytree(dataset, partial)
+    trials = pd.read_parquet(partial / "trials.parquet")
+    trials.loc[0, "stop_reason"] = "running"
+    trials.to_parquet(partial / "trials.parquet")
+    assert main([*RECORD, "--replay", str(partial), "--storage", str(tmp_path / "out")]) == 2
+    assert "did not finish" in capsys.readouterr().err
+
+
+def test_recording_picks_a_seed_by_modulo_and_ends_a_shorter_budget_unprobed(dataset):
+    recording = Recording.load(dataset)
+    config = {"digits": 5, "lr": 0.03, "layers": 2, "cell": "RNN", "hidden": 64, "embed_dim": 32, "batch_size": 200, "base": 10}
+    assert recording.seeds(config) == [0, 1]
+    assert recording.reports({**config, "seed": 2}) == recording.reports({**config, "seed": 0})
+    assert recording.reports({**config, "seed": 1}) != recording.reports({**config, "seed": 0})
+    short = {**config, "seed": 0, "max_steps": 40}
+    assert [r["step"] for r in recording.reports(short)] == [20, 40]
+    assert recording.final(short) == {"stop_reason": "completed"}
+    assert set(PROBE_COLUMNS) <= set(recording.final({**config, "seed": 0, "max_steps": 60}))

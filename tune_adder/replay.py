@@ -1,0 +1,125 @@
+"""Recorded sweeps as a tabular benchmark: every config's evaluations, served again instead of training.
+
+A dataset is a finished sweep's frames (history.parquet, trials.parquet, experiment.json). A replayed
+trial asks for its config and seed and gets the recorded evaluations of that config under one recorded
+seed (the trial's seed modulo the number recorded), so a search or scheduler sees exactly what training
+would have shown it, in seconds. Nothing here imports Ray; `trainable.replay_adder` is the Ray side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tune_adder.metrics import EVAL_METRICS, PROBE_COLUMNS, RECORDED_TIME, STEP, TRIAL_ID
+
+HISTORY_FILE, TRIALS_FILE, EXPERIMENT_FILE = "history.parquet", "trials.parquet", "experiment.json"
+# What identifies a recorded setting; the seed picks among its recordings.
+SETTING_KEYS = ("digits", "lr", "layers", "cell", "hidden", "embed_dim", "batch_size", "base")
+
+
+class ReplayError(ValueError):
+    """The dataset cannot serve what was asked (missing files, configs, steps or seeds)."""
+
+
+def setting_key(config: dict[str, Any]) -> tuple:
+    """Exact for ints and strings; learning rates compared to 10 significant digits (0.1 vs 0.1000000001)."""
+    return tuple(f"{float(config[k]):.10g}" if k == "lr" else config[k] for k in SETTING_KEYS)
+
+
+@dataclass
+class Recording:
+    """A loaded dataset: per setting, the recorded seeds' evaluations and their trial rows."""
+
+    path: Path
+    settings: dict[str, Any]
+    eval_every: int | None
+    max_steps: int
+    _curves: dict[tuple, dict[int, list[dict[str, Any]]]] = field(default_factory=dict, repr=False)
+    _finals: dict[tuple, dict[int, dict[str, Any]]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recording:
+        path = Path(path).expanduser()
+        missing = [name for name in (HISTORY_FILE, TRIALS_FILE) if not (path / name).is_file()]
+        if missing:
+            raise ReplayError(f"--replay {str(path)!r}: no {' or '.join(missing)} there; give a finished sweep's folder")
+        history, trials = pd.read_parquet(path / HISTORY_FILE), pd.read_parquet(path / TRIALS_FILE)
+        settings = json.loads((path / EXPERIMENT_FILE).read_text()) if (path / EXPERIMENT_FILE).is_file() else {}
+        open_trials = trials["stop_reason"].isin(("running", "error"))
+        if open_trials.any():
+            raise ReplayError(f"--replay {str(path)!r}: {int(open_trials.sum())} trials did not finish (running or error); "
+                              "replay needs a finished sweep")
+        rec = cls(path, settings, settings.get("eval_every"), int(trials["max_steps"].max()))
+        by_trial = {tid: group.sort_values(STEP) for tid, group in history.groupby(TRIAL_ID)}
+        for row in trials.to_dict("records"):
+            key, seed = setting_key(row), int(row["seed"])
+            curve = by_trial.get(row[TRIAL_ID])
+            reports = [] if curve is None else [_report(r) for r in curve.to_dict("records")]
+            rec._curves.setdefault(key, {})[seed] = reports
+            rec._finals.setdefault(key, {})[seed] = row
+        return rec
+
+    def has(self, config: dict[str, Any]) -> bool:
+        return setting_key(config) in self._curves
+
+    def seeds(self, config: dict[str, Any]) -> list[int]:
+        return sorted(self._curves.get(setting_key(config), {}))
+
+    def recorded_seed(self, config: dict[str, Any]) -> int:
+        """The recording a trial with this seed replays: its seed modulo the number of recorded seeds."""
+        seeds = self.seeds(config)
+        if not seeds:
+            raise ReplayError(f"the dataset has no recording of {_show(config)}")
+        return seeds[int(config.get("seed", 0)) % len(seeds)]
+
+    def reports(self, config: dict[str, Any]) -> list[dict[str, Any]]:
+        """The recorded evaluations up to the trial's max_steps, each with the time it took (RECORDED_TIME)."""
+        seed = self.recorded_seed(config)
+        limit = int(config.get("max_steps", self.max_steps))
+        return [r for r in self._curves[setting_key(config)][seed] if r[STEP] <= limit]
+
+    def final(self, config: dict[str, Any]) -> dict[str, Any]:
+        """How the recorded run ended and its length-generalisation probes, when the trial replays all of it."""
+        row = self._finals[setting_key(config)][self.recorded_seed(config)]
+        reason = row["stop_reason"]
+        if int(config.get("max_steps", self.max_steps)) < int(row["steps_trained"]):
+            reason, probes = "completed", {}  # a shorter budget than recorded ends at max_steps, unprobed
+        else:
+            probes = {c: _plain(row.get(c)) for c in PROBE_COLUMNS if _plain(row.get(c)) is not None}
+        return {"stop_reason": reason, **probes}
+
+    def missing(self, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [c for c in configs if not self.has(c)]
+
+    def values(self, key: str) -> list:
+        """The recorded values of one setting column (an Optuna replay searches only these)."""
+        index = SETTING_KEYS.index(key)
+        raw = {k[index] for k in self._curves}
+        return sorted(float(v) for v in raw) if key == "lr" else sorted(raw)
+
+
+def _plain(value):
+    """numpy/pandas scalars as Python values; NA and NaN as None."""
+    if value is None or value is pd.NA:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _report(row: dict[str, Any]) -> dict[str, Any]:
+    out = {m: _plain(row.get(m)) for m in EVAL_METRICS}
+    out[RECORDED_TIME] = _plain(row.get("time_total_s"))
+    return out
+
+
+def _show(config: dict[str, Any]) -> str:
+    return " ".join(f"{k}={config.get(k)}" for k in SETTING_KEYS)
