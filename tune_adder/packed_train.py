@@ -167,22 +167,11 @@ class PackTrainer:
         carry = _pack_score(self.model, self._eval_sets["carry_chain"])
         longer = _pack_score(self.model, self._eval_sets["longer"])
         self.model.train()
+        # steps_per_s is the pack's speed: every member took this many steps per second.
+        samples_seen = self.step * self.cfg.batch_size
         return [
-            EvalMetrics(
-                step=self.step,
-                samples_seen=self.step * self.cfg.batch_size,
-                train_loss=train_loss,
-                val_loss=val_loss,
-                val_exact_match=val_exact,
-                val_digit_acc=val_digit,
-                carry_chain_exact_match=carry_exact,
-                longer_exact_match=longer_exact,
-                steps_per_s=steps_per_s,  # the pack's speed: every member took this many steps per second
-                diverged=not math.isfinite(train_loss),
-            )
-            for train_loss, (val_loss, val_exact, val_digit), (_, carry_exact, _), (_, longer_exact, _) in zip(
-                train_losses, val, carry, longer
-            )
+            EvalMetrics.from_scores(self.step, samples_seen, train_loss, steps_per_s, v, c, lg)
+            for train_loss, v, c, lg in zip(train_losses, val, carry, longer)
         ]
 
     # ---- one member -------------------------------------------------------------------------

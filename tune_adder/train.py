@@ -85,6 +85,15 @@ class EvalMetrics:
     def as_dict(self) -> dict:
         return {name: getattr(self, name) for name in metrics.EVAL_METRICS}
 
+    @classmethod
+    def from_scores(cls, step: int, samples_seen: int, train_loss: float, steps_per_s: float, val: tuple,
+                    carry_chain: tuple, longer: tuple) -> EvalMetrics:
+        """An evaluation from the (loss, exact match, digit accuracy) scores of the three held-out sets."""
+        (val_loss, val_exact, val_digit), (_, carry_exact, _), (_, longer_exact, _) = val, carry_chain, longer
+        return cls(step=step, samples_seen=samples_seen, train_loss=train_loss, val_loss=val_loss, val_exact_match=val_exact,
+                   val_digit_acc=val_digit, carry_chain_exact_match=carry_exact, longer_exact_match=longer_exact,
+                   steps_per_s=steps_per_s, diverged=not math.isfinite(train_loss))
+
 
 assert tuple(f.name for f in fields(EvalMetrics)) == metrics.EVAL_METRICS
 
@@ -180,22 +189,9 @@ class Trainer:
     @torch.inference_mode()
     def _evaluate(self, train_loss: float, steps_per_s: float) -> EvalMetrics:
         self.model.eval()
-        val_loss, val_exact, val_digit = _score(self.model, self._eval_sets["val"])
-        _, carry_exact, _ = _score(self.model, self._eval_sets["carry_chain"])
-        _, longer_exact, _ = _score(self.model, self._eval_sets["longer"])
+        scores = [_score(self.model, self._eval_sets[name]) for name in ("val", "carry_chain", "longer")]
         self.model.train()
-        return EvalMetrics(
-            step=self.step,
-            samples_seen=self.samples_seen,
-            train_loss=train_loss,
-            val_loss=val_loss,
-            val_exact_match=val_exact,
-            val_digit_acc=val_digit,
-            carry_chain_exact_match=carry_exact,
-            longer_exact_match=longer_exact,
-            steps_per_s=steps_per_s,
-            diverged=not math.isfinite(train_loss),
-        )
+        return EvalMetrics.from_scores(self.step, self.samples_seen, train_loss, steps_per_s, *scores)
 
     @torch.inference_mode()
     def probe(self) -> dict[str, float | int | bool]:

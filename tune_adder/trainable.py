@@ -68,15 +68,24 @@ def _report(metrics: dict[str, Any], checkpoint: tune.Checkpoint | None = None) 
         shutil.rmtree(checkpoint.path, ignore_errors=True)
 
 
-def train_adder(config: dict[str, Any]) -> None:
-    """Train one config, reporting every evaluation; the final report carries the trainer's stop reason."""
-    model_cfg, train_cfg, checkpoint_every = to_configs(config)
+def _start() -> tuple[str, dict | None, dict[str, Any] | None, bool]:
+    """The trial's device, and its restored state and meta if Ray restored a checkpoint; True when the trial had
+    already finished before the driver died (its end is reported again and nothing is trained)."""
     device = _device_and_threads()
     if device == "cuda":  # actors are reused across trials: the peak reported must be this trial's own
         torch.cuda.reset_peak_memory_stats()
     state, meta = _restore()
     if meta is not None and meta[STOP_REASON_KEY] != "running":
-        _report(meta["metrics"])  # finished before the driver died: report the end again, train nothing
+        _report(meta["metrics"])
+        return device, state, meta, True
+    return device, state, meta, False
+
+
+def train_adder(config: dict[str, Any]) -> None:
+    """Train one config, reporting every evaluation; the final report carries the trainer's stop reason."""
+    model_cfg, train_cfg, checkpoint_every = to_configs(config)
+    device, state, meta, finished = _start()
+    if finished:
         return
     trainer = Trainer(model_cfg, train_cfg, state=state, device=device)
     last: EvalMetrics | None = None
@@ -117,12 +126,8 @@ def train_pack(config: dict[str, Any]) -> None:
     model_cfg, train_cfgs, checkpoint_every = to_pack_configs(config)
     ids = [{"seed": c.seed, "lr": c.lr} for c in train_cfgs]
     keys = [member_key(i) for i in ids]
-    device = _device_and_threads()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    state, meta = _restore()
-    if meta is not None and meta[STOP_REASON_KEY] != "running":
-        _report(meta["metrics"])  # finished before the driver died: report the end again, train nothing
+    device, state, meta, finished = _start()
+    if finished:
         return
     trainer = PackTrainer(model_cfg, train_cfgs, state=state, device=device)
     latest: list[dict[str, Any] | None] = meta["latest"] if meta else [None] * trainer.k
