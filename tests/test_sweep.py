@@ -20,14 +20,18 @@ from tests.conftest import REPO, sweep_env
 from tune_adder import spaces
 from tune_adder.metrics import HISTORY_COLUMNS, PROBE_COLUMNS, TRIAL_COLUMNS
 from tune_adder.sweep import main
+from tune_adder.testhooks import FAIL_AT
 
 TINY = ["--eval-size", "100", "--status-every", "5"]  # small held-out sets: evaluations cost little
 
 
-def sweep(args: list[str], storage: Path, address: str | None, timeout: float = 240) -> subprocess.CompletedProcess:
+def sweep(
+    args: list[str], storage: Path, address: str | None, timeout: float = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage)]
     cmd += ["--address", address] if address else []
-    return subprocess.run(cmd, env=sweep_env(), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    env = {**sweep_env(), **(env or {})}
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def start_sweep(args: list[str], storage: Path, address: str) -> subprocess.Popen:
@@ -169,6 +173,48 @@ def test_optuna_study_in_sqlite_and_a_killed_worker_resumes_from_its_checkpoint(
     assert (trials["digits"] == 3).all() and trials["lr"].between(1e-4, 0.3).all() and trials["lr"].nunique() == 2
     study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 2
+
+
+def test_failed_trials_exit_nonzero_one_line_each_and_a_rerun_retries_them(tmp_path, ray_address):
+    """Half the quick grid fails for real (test hook, every attempt): exit 1, status partial, one honest line
+    per failure with its error file; a rerun without the hook continues the failed trials from their checkpoints."""
+    args = ["--grid", "quick", "--max-steps", "40", "--eval-every", "10", "--checkpoint-every", "1",
+            "--max-failures", "1", "--quiet", "--name", "fails"]  # fmt: skip
+    out = sweep(args, tmp_path, ray_address, env={FAIL_AT: "20:lr=0.03"})
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    exp = tmp_path / "fails"
+    record = json.loads((exp / "experiment.json").read_text())
+    assert record["status"] == "partial"
+    history, trials = frames(exp)
+    failed = trials[trials["lr"] == 0.03]
+    assert set(failed["stop_reason"]) == {"error"} and set(failed["status"]) == {"ERROR"} and len(failed) == 4
+    assert set(trials.loc[trials["lr"] != 0.03, "stop_reason"]) == {"completed"}
+    retried = [line for line in out.stdout.splitlines() if "retrying" in line]
+    gave_up = [line for line in out.stdout.splitlines() if "failed for good" in line]
+    assert len(retried) == 4 and len(gave_up) == 4, out.stdout
+    for line in retried:
+        assert "retry 1 of 1" in line and "from its last checkpoint" in line, line
+    for line in gave_up:
+        assert "no retries left" in line, line
+        log = Path(line.rsplit("error log: ", 1)[1])
+        assert log.is_file() and "InjectedFailure" in log.read_text(), line
+    # The summary says the sweep is not done and how to retry.
+    assert "4 trials failed" in out.stdout and "rerun the same command" in out.stdout
+    checkpointed = {t: len(raw_reports(d)) for t in failed["trial_id"] for d in exp.glob(f"train_adder_{t}_*")}
+
+    again = sweep(args, tmp_path, ray_address)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "resuming" in again.stdout and "already complete" not in again.stdout
+    record = json.loads((exp / "experiment.json").read_text())
+    assert record["status"] == "completed"
+    history, trials = frames(exp)
+    assert set(trials["stop_reason"]) == {"completed"}
+    assert_full_histories(history, 10, 40)
+    for trial_id, seen in checkpointed.items():  # retried from the checkpoint at step 30, not from step 0
+        (trial_dir,) = exp.glob(f"train_adder_{trial_id}_*")
+        assert [r["step"] for r in raw_reports(trial_dir)[seen:]] == [40, 40], trial_id
 
 
 def test_stop_when_solved(tmp_path, ray_address):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from tune_adder import spaces
+from tune_adder import spaces, testhooks
 from tune_adder.frames import ERROR, TERMINATED, best_trials
 from tune_adder.metrics import CONFIG_COLUMNS, METRIC, MODE, STEP
 from tune_adder.results import HISTORY_FILE, TRIALS_FILE, write_frames
@@ -26,6 +26,8 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Forced state snapshots after checkpoints are what make a kill -9 cheap here: do not warn about them.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# A failed trial is one line from FailureLines below, not Ray's traceback (that stays in its error.txt).
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 import ray  # noqa: E402  (after the environment it reads)
 from ray import tune  # noqa: E402
 
@@ -37,6 +39,8 @@ from tune_adder.trainable import train_adder  # noqa: E402
 # A cluster that autoscales from zero workers (cluster/config.yaml) has no room for a trial until the
 # autoscaler adds a node; its head exports this (seconds) so a sweep asks for a node and waits for it.
 NODE_WAIT_ENV = "TUNE_ADDER_NODE_WAIT_S"
+# experiment.json "status": a rerun resumes anything but COMPLETED (errored trials from their checkpoints).
+COMPLETED, PARTIAL, FAILED, INTERRUPTED = "completed", "partial", "failed", "interrupted"
 CHECKPOINTS_KEPT = 2  # per trial: the latest and one before it, in case the latest was cut short
 
 
@@ -45,7 +49,7 @@ def run(s: Settings, command: str) -> int:
     storage = Storage.from_arg(s.storage)
     exp_path = storage.path(s.name)
     record = _existing_record(storage, s)
-    if record is not None and record.get("status") == "completed" and not s.restart:
+    if record is not None and record.get("status") == COMPLETED and not s.restart:
         print(f"experiment {s.name} is already complete; nothing to run (--restart starts it afresh)")
         _print_summary(storage, s.name, record)
         return 0
@@ -70,7 +74,7 @@ def run(s: Settings, command: str) -> int:
     finally:
         ray.shutdown()
     _print_summary(storage, s.name, record)
-    return 0
+    return 1 if record["status"] in (PARTIAL, FAILED) else 0
 
 
 # ---- experiment.json ----------------------------------------------------------------------------
@@ -125,13 +129,22 @@ def _start_record(s: Settings, command: str, previous: dict[str, Any] | None) ->
     }
 
 
+def experiment_status(trials: pd.DataFrame, num_trials: int) -> str:
+    """completed: every trial ended well; partial / failed: every trial ended, some / all in error; else interrupted."""
+    if len(trials) < num_trials or not trials["status"].isin([TERMINATED, ERROR]).all():
+        return INTERRUPTED
+    errors = int((trials["status"] == ERROR).sum())
+    return COMPLETED if errors == 0 else FAILED if errors == len(trials) else PARTIAL
+
+
 def _finish_record(storage: Storage, name: str, record: dict[str, Any], trials: pd.DataFrame, session_start: float) -> None:
-    done = len(trials) == record["num_trials"] and trials["status"].isin([TERMINATED, ERROR]).all()
+    status = experiment_status(trials, record["num_trials"])
+    done = status != INTERRUPTED
     end = now()
     session = record["sessions"][-1]
     session.update(end_time=end, wall_time_s=round(time.time() - session_start, 2))
     record.update(
-        status="completed" if done else "interrupted",
+        status=status,
         end_time=end if done else None,
         wall_time_s=round(sum(x["wall_time_s"] or 0 for x in record["sessions"]), 2) if done else None,
         trial_counts=trials["stop_reason"].value_counts().to_dict(),
@@ -157,7 +170,11 @@ def _num_trials(s: Settings) -> int:
 def _start_ray(s: Settings) -> None:
     """Join --address, or start a local Ray sized to this machine; refuse trials the cluster cannot hold."""
     logging.getLogger("ray").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete": we list them ourselves
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
+    hooks = testhooks.forwarded_env()  # empty outside the tests
+    if hooks:
+        quiet["runtime_env"] = {"env_vars": hooks}
     if s.address is None:
         import torch
 
@@ -263,7 +280,7 @@ def _run_config(s: Settings, storage: Storage) -> tune.RunConfig:
         verbose=0,  # our own status line instead of Tune's tables
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
-        callbacks=[] if s.quiet else [StatusLine(s.name, s.status_every)],
+        callbacks=[FailureLines(s.max_failures)] + ([] if s.quiet else [StatusLine(s.name, s.status_every)]),
     )
 
 
@@ -318,8 +335,33 @@ class StatusLine(tune.Callback):
             self.last = time.time()
             print(status_line(self.name, trials, time.time() - self.started), flush=True)
 
+
+
+class FailureLines(tune.Callback):
+    """One line per failure of a trial: whether Ray retries it, and where its error log is (quiet or not)."""
+
+    def __init__(self, max_failures: int) -> None:
+        self.max_failures = max_failures
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        print(
+            f"trial {trial.trial_id} failed ({_short_config(trial.config)}); retrying it from its last checkpoint "
+            f"(retry {trial.num_failures} of {self.max_failures}); error log: {_error_log(trial)}",
+            flush=True,
+        )
+
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        print(f"trial {trial.trial_id} failed ({_short_config(trial.config)}); Ray retries it from its checkpoint if retries are left", flush=True)
+        tries = "no retries left" if self.max_failures == 0 else f"no retries left after {self.max_failures}"
+        print(
+            f"trial {trial.trial_id} failed for good ({_short_config(trial.config)}; {tries}, see --max-failures); "
+            f"error log: {_error_log(trial)}",
+            flush=True,
+        )
+
+
+def _error_log(trial) -> str:
+    """The trial's error.txt (Ray appends every failure's traceback to it), in the experiment's storage."""
+    return f"{trial.storage.trial_fs_path}/error.txt"
 
 
 def _short_config(config: dict[str, Any]) -> str:
@@ -339,6 +381,13 @@ def status_line(name: str, trials: list, elapsed: float) -> str:
     return f"{head} | best {METRIC} {best.last_result[METRIC]:.3f} at step {best.last_result.get(STEP)} ({_short_config(best.config)})"
 
 
+def _trial_folders(storage: Storage, name: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    infos = storage.fs.get_file_info(pafs.FileSelector(storage.path(name)))
+    return [i.path for i in infos if i.type == pafs.FileType.Directory]
+
+
 def _print_summary(storage: Storage, name: str, record: dict[str, Any]) -> None:
     trials = storage.read_parquet(storage.path(name, TRIALS_FILE))
     counts = ", ".join(f"{n} {k}" for k, n in trials["stop_reason"].value_counts().items())
@@ -349,5 +398,12 @@ def _print_summary(storage: Storage, name: str, record: dict[str, Any]) -> None:
     exp_path = storage.path(name)
     print(f"\nresults: {exp_path}/{HISTORY_FILE} (every evaluation), {exp_path}/{TRIALS_FILE} (one row per trial)")
     print(f"plot them: python analysis/plot_convergence.py {exp_path}")
-    if record.get("status") != "completed":
+    failed = trials[trials["status"] == ERROR]
+    if len(failed):
+        print(f"{len(failed)} trials failed (stop_reason error); their logs:")
+        for row in failed.itertuples():
+            (folder,) = [t for t in _trial_folders(storage, name) if row.trial_id in t] or [exp_path]
+            print(f"  {row.trial_id}: {folder}/error.txt")
+        print("rerun the same command to retry them from their last checkpoints")
+    elif record.get("status") != COMPLETED:
         print("the sweep did not finish: rerun the same command to continue it")

@@ -16,6 +16,7 @@ import ray
 import torch
 from ray import tune
 
+from tune_adder import testhooks
 from tune_adder.configs import CHECKPOINT_EVERY, allowed_keys, to_configs  # noqa: F401 (re-exported)
 from tune_adder.frames import STOP_REASON_KEY
 from tune_adder.train import EvalMetrics, Trainer, load_state, save_state
@@ -81,6 +82,7 @@ def train_adder(config: dict[str, Any]) -> None:
         report = {**last.as_dict(), STOP_REASON_KEY: "running", **_placement(device)}
         ckpt = _checkpoint(trainer, {STOP_REASON_KEY: "running", "metrics": report}) if n % checkpoint_every == 0 else None
         _report(report, ckpt)
+        testhooks.after_report(config, last.step)  # does nothing outside the tests
     final = {**(last.as_dict() if last else meta["metrics"]), STOP_REASON_KEY: trainer.stopped_reason, **_placement(device)}
     final.update(trainer.probe())  # how far past its trained length the finished model adds
     _report(final, _checkpoint(trainer, {STOP_REASON_KEY: trainer.stopped_reason, "metrics": final}))
