@@ -267,3 +267,26 @@ def test_more_gpus_or_cpus_than_the_cluster_has_exit_2_through_the_cli(tmp_path,
         assert out.returncode == 2, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and named in out.stderr
         assert not (tmp_path / "results").exists()
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under root with its bytes (None for a folder): to show nothing was touched."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+
+
+def test_restart_and_name_refuse_a_folder_that_is_not_an_experiment(tmp_path, ray_address):
+    """`--storage . --name tune_adder --restart` must not move the package aside, nor a fresh run write into it."""
+    (tmp_path / "tune_adder").mkdir()
+    (tmp_path / "tune_adder" / "__init__.py").write_text("# not an experiment\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "experiment.json").write_text('{"someone": "else"}\n')  # not this project's record
+    (tmp_path / "afile").write_text("x")
+    before = tree(tmp_path)
+    small = ["--grid", "quick", "--max-steps", "10", "--eval-every", "10"]
+    for name in ("tune_adder", "other", "afile"):
+        for extra in ([], ["--restart"]):
+            out = sweep([*small, "--name", name, *extra], tmp_path, ray_address, timeout=120)
+            assert out.returncode == 2, (name, extra, out.stdout[-2000:], out.stderr[-2000:])
+            assert len(out.stderr.strip().splitlines()) == 1 and name in out.stderr and "--name" in out.stderr, out.stderr
+            assert tree(tmp_path) == before, (name, extra)
+

@@ -41,6 +41,8 @@ from tune_adder.trainable import train_adder  # noqa: E402
 NODE_WAIT_ENV = "TUNE_ADDER_NODE_WAIT_S"
 # experiment.json "status": a rerun resumes anything but COMPLETED (errored trials from their checkpoints).
 COMPLETED, PARTIAL, FAILED, INTERRUPTED = "completed", "partial", "failed", "interrupted"
+# Keys every experiment.json of this project has: a file without them is someone else's.
+RECORD_KEYS = frozenset({"name", "search", "num_trials", "status", "sessions"})
 CHECKPOINTS_KEPT = 2  # per trial: the latest and one before it, in case the latest was cut short
 
 
@@ -80,11 +82,8 @@ def run(s: Settings, command: str) -> int:
 # ---- experiment.json ----------------------------------------------------------------------------
 def _existing_record(storage: Storage, s: Settings) -> dict[str, Any] | None:
     """The experiment's saved settings; a rerun with different trial settings is refused, not mixed in."""
-    path = storage.path(s.name, EXPERIMENT_FILE)
-    if not storage.exists(path):
-        return None
-    record = storage.read_json(path)
-    if s.restart:
+    record = _read_record(storage, s.name)
+    if record is None or s.restart:
         return record
     ours = asdict(s)
     diffs = [f"--{k.replace('_', '-')} {record.get(k)!r} there, {ours[k]!r} now" for k in RESUME_KEYS if record.get(k) != ours[k]]
@@ -92,6 +91,41 @@ def _existing_record(storage: Storage, s: Settings) -> dict[str, Any] | None:
         raise UsageError(
             f"experiment {s.name!r} in {s.storage} was run with other settings ({'; '.join(diffs)}); "
             "rerun it with its own flags, choose another --name, or pass --restart"
+        )
+    return record
+
+
+def _read_record(storage: Storage, name: str) -> dict[str, Any] | None:
+    """The record in `<storage>/<name>`; None if nothing (or an empty folder) is there.
+
+    Anything else at that path is not ours: refused with a UsageError, so that neither a fresh run nor
+    --restart writes into, or moves, a folder this project did not make.
+    """
+    import pyarrow.fs as pafs
+
+    path = storage.path(name)
+    kind = storage.fs.get_file_info(path).type
+    if kind == pafs.FileType.NotFound:
+        return None
+    where = f"--name {name!r}: {path}"
+    if kind != pafs.FileType.Directory:
+        raise UsageError(f"{where} exists and is not a folder; it is left untouched: choose another --name or --storage")
+    record_path = storage.path(name, EXPERIMENT_FILE)
+    if not storage.exists(record_path):
+        if storage.fs.get_file_info(pafs.FileSelector(path)):
+            raise UsageError(
+                f"{where} exists and holds no tune_adder experiment (no {EXPERIMENT_FILE}); it is left untouched: "
+                "choose another --name or --storage"
+            )
+        return None
+    try:
+        record = storage.read_json(record_path)
+    except (ValueError, OSError):
+        record = None
+    if not isinstance(record, dict) or not RECORD_KEYS <= record.keys():
+        raise UsageError(
+            f"{where} holds an {EXPERIMENT_FILE} that is not a tune_adder experiment record; it is left untouched: "
+            "choose another --name or --storage"
         )
     return record
 
