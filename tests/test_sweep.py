@@ -290,3 +290,38 @@ def test_restart_and_name_refuse_a_folder_that_is_not_an_experiment(tmp_path, ra
             assert len(out.stderr.strip().splitlines()) == 1 and name in out.stderr and "--name" in out.stderr, out.stderr
             assert tree(tmp_path) == before, (name, extra)
 
+
+def test_bad_storage_and_asha_grace_period_exit_2_before_ray_and_write_nothing(tmp_path):
+    """Through the CLI with no --address: a local Ray would start if the checks came late (and a record be left)."""
+    (tmp_path / "afile").write_text("x")
+    before = tree(tmp_path)
+    cases = [
+        (["--storage", str(tmp_path / "afile")], "--storage"),
+        (["--storage", str(tmp_path / "afile" / "sub")], "--storage"),
+        (["--storage", "/proc/tune_adder_results"], "--storage"),  # not writable, even for root
+        (["--scheduler", "asha", "--grace-period", "50", "--max-steps", "40", "--storage", str(tmp_path / "r")], "--grace-period"),
+    ]
+    for flags, named in cases:
+        cmd = [sys.executable, "-m", "tune_adder.sweep", "--grid", "quick", "--eval-every", "10", *flags]
+        out = subprocess.run(cmd, env=sweep_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (flags, out.stdout[-2000:], out.stderr[-2000:])
+        assert len(out.stderr.strip().splitlines()) == 1 and named in out.stderr, out.stderr
+        assert "ray" not in out.stdout.lower(), out.stdout
+        assert tree(tmp_path) == before, flags
+    assert not Path("/proc/tune_adder_results").exists()
+
+
+def test_a_start_that_failed_before_any_trial_does_not_block_the_next_command(tmp_path, ray_address):
+    """A record left by a start that died before Tune saved anything (older versions: ASHA's assertion) is no experiment."""
+    args = ["--search", "optuna", "--num-samples", "1", "--digits", "2", "--max-steps", "10", "--eval-every", "10",
+            "--scheduler", "asha", "--grace-period", "10", "--name", "retry"]  # fmt: skip
+    stale = {"name": "retry", "status": "running", "grid": None, "search": "optuna", "scheduler": "asha", "seeds": 1,
+             "num_samples": 1, "digits": 2, "max_steps": 10, "stop_when_solved": False, "grace_period": 50,
+             "reduction_factor": 3.0, "eval_every": 10, "eval_size": 100, "checkpoint_every": 4, "num_trials": 1,
+             "sessions": [{"start_time": "2026-01-01T00:00:00+00:00", "end_time": None}]}  # fmt: skip
+    (tmp_path / "retry").mkdir()
+    (tmp_path / "retry" / "experiment.json").write_text(json.dumps(stale))
+    out = sweep(args, tmp_path, ray_address)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    record = json.loads((tmp_path / "retry" / "experiment.json").read_text())
+    assert record["status"] == "completed" and record["grace_period"] == 10 and len(record["sessions"]) == 1

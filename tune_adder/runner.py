@@ -62,9 +62,9 @@ def run(s: Settings, command: str) -> int:
             print(f"--restart: the previous experiment is kept at {moved}")
             record = None
         resume = not s.restart and tune.Tuner.can_restore(exp_path, storage_filesystem=storage.fs)
-        record = _start_record(s, command, record if resume else None)
-        storage.write_json(storage.path(s.name, EXPERIMENT_FILE), record)
         tuner = _restore_tuner(s, storage) if resume else _new_tuner(s, storage)
+        record = _start_record(s, command, record if resume else None)  # once the Tuner is built: no record of a failed start
+        storage.write_json(storage.path(s.name, EXPERIMENT_FILE), record)
         print(f"{'resuming' if resume else 'starting'} sweep {s.name} ({record['num_trials']} trials) in {exp_path}", flush=True)
         session_start = time.time()
         try:
@@ -85,6 +85,8 @@ def _existing_record(storage: Storage, s: Settings) -> dict[str, Any] | None:
     record = _read_record(storage, s.name)
     if record is None or s.restart:
         return record
+    if not tune.Tuner.can_restore(storage.path(s.name), storage_filesystem=storage.fs):
+        return None  # a start that failed before Tune saved any trial: it binds nothing, the folder is reused
     ours = asdict(s)
     diffs = [f"--{k.replace('_', '-')} {record.get(k)!r} there, {ours[k]!r} now" for k in RESUME_KEYS if record.get(k) != ours[k]]
     if diffs:

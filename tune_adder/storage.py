@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,24 @@ class Storage:
             return cls(fs, root.rstrip("/"), arg.rstrip("/"))
         root = os.path.abspath(os.path.expanduser(arg))
         return cls(pafs.LocalFileSystem(), root, root)
+
+    def check_writable(self) -> None:
+        """Raise ValueError unless a local root is, or can be made as, a folder this process can write in.
+
+        Probes by making and removing an empty temporary folder in the nearest existing ancestor, so nothing
+        is left behind (as root, permission bits alone would say yes to /proc). Remote roots are not probed.
+        """
+        if not self.is_local:
+            return
+        path = self.root
+        while not os.path.lexists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        if not os.path.isdir(path):
+            raise ValueError(f"{path} is not a folder")
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".tune_adder-probe-", dir=path))
+        except OSError as e:
+            raise ValueError(f"cannot write in {path} ({e.strerror})") from None
 
     @property
     def is_local(self) -> bool:

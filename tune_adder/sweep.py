@@ -135,9 +135,13 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     _require(a.status_every > 0, f"--status-every {a.status_every:g} is not valid; it must be > 0 seconds")
     _require(bool(a.storage), "--storage must not be empty; give a folder or a URI such as s3://bucket/prefix")
     try:
-        Storage.from_arg(a.storage)
+        Storage.from_arg(a.storage).check_writable()
     except Exception as e:  # pyarrow names the unsupported scheme
         raise UsageError(f"--storage {a.storage!r} is not usable: {e}") from None
+    _require(
+        a.scheduler != "asha" or a.grace_period <= a.max_steps,
+        f"--grace-period {a.grace_period} is more than --max-steps {a.max_steps}: ASHA could never cut a trial; use at most {a.max_steps}",
+    )
     values = vars(a)
     values["name"] = a.name or default_name(values)
     _require("/" not in values["name"] and values["name"] not in (".", ".."), f"--name {values['name']!r} is not valid; use a plain folder name")
