@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, sweep_env
+from tests.conftest import REPO, free_ports, sweep_env
 from tune_adder import spaces
 from tune_adder.metrics import HISTORY_COLUMNS, PROBE_COLUMNS, TRIAL_COLUMNS
 from tune_adder.sweep import main
@@ -325,3 +325,42 @@ def test_a_start_that_failed_before_any_trial_does_not_block_the_next_command(tm
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     record = json.loads((tmp_path / "retry" / "experiment.json").read_text())
     assert record["status"] == "completed" and record["grace_period"] == 10 and len(record["sessions"]) == 1
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{free}", "no-such-host.invalid:6379", "ray://127.0.0.1:10001"])
+def test_unreachable_or_client_address_exits_2_with_one_line_quickly(address, tmp_path):
+    address = address.format(free=free_ports(1)[0])  # a port where nothing listens
+    started = time.monotonic()
+    out = sweep(["--grid", "quick", "--max-steps", "10", "--eval-every", "10"], tmp_path / "r", address, timeout=90)
+    assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-2000:])
+    assert len(out.stderr.strip().splitlines()) == 1 and address in out.stderr, out.stderr
+    assert time.monotonic() - started < 45  # the probe waits at most 10 s; the rest is importing Ray under load
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_running_sweep_within_seconds_and_writes_its_frames(sig, tmp_path, ray_address):
+    args = ["--grid", "quick", "--max-steps", "100000", "--eval-every", "10", "--name", "stopped"]
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(tmp_path), "--address", ray_address]
+    proc = subprocess.Popen(cmd, env=sweep_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # An event, not a timer: the first evaluation of some trial is on disk.
+        wait_for(lambda: any(raw_reports(d) for d in tmp_path.glob("stopped/train_adder_*")) or proc.poll() is not None,
+                 180, "a first report")
+        assert proc.poll() is None, proc.communicate()
+        stopped_at = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-2000:])
+    assert took < 30, took
+    assert "Traceback" not in err, err[-3000:]
+    assert "rerun the same command" in out
+    record = json.loads((tmp_path / "stopped" / "experiment.json").read_text())
+    assert record["status"] == "interrupted"
+    history, trials = frames(tmp_path / "stopped")
+    assert len(history) >= 1 and "running" in set(trials["stop_reason"])

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
 import time
 from dataclasses import asdict
 from typing import Any
@@ -18,7 +20,7 @@ from tune_adder.frames import ERROR, TERMINATED, best_trials
 from tune_adder.metrics import CONFIG_COLUMNS, METRIC, MODE, STEP
 from tune_adder.results import HISTORY_FILE, TRIALS_FILE, write_frames
 from tune_adder.storage import Storage
-from tune_adder.sweep import EXPERIMENT_FILE, OPTUNA_FILE, RESUME_KEYS, Settings, UsageError, now
+from tune_adder.sweep import EXPERIMENT_FILE, INTERRUPTED_EXIT, OPTUNA_FILE, RESUME_KEYS, Settings, UsageError, now
 
 # Save Tune's experiment state at least this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
@@ -43,6 +45,7 @@ NODE_WAIT_ENV = "TUNE_ADDER_NODE_WAIT_S"
 COMPLETED, PARTIAL, FAILED, INTERRUPTED = "completed", "partial", "failed", "interrupted"
 # Keys every experiment.json of this project has: a file without them is someone else's.
 RECORD_KEYS = frozenset({"name", "search", "num_trials", "status", "sessions"})
+PROBE_TIMEOUT_S = 10  # a TCP connect to --address before Ray is asked to join it
 CHECKPOINTS_KEPT = 2  # per trial: the latest and one before it, in case the latest was cut short
 
 
@@ -56,6 +59,9 @@ def run(s: Settings, command: str) -> int:
         _print_summary(storage, s.name, record)
         return 0
     _start_ray(s)
+    # SIGTERM (a scheduler, `kill`) stops the sweep as Ctrl-C does: Tune ends the trials, saves its state and
+    # the frames are written; without this Ray's own handler would exit at once.
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     try:
         if s.restart and storage.exists(exp_path):
             moved = storage.move_aside(exp_path, "old-" + time.strftime("%Y%m%d-%H%M%S"))
@@ -76,6 +82,8 @@ def run(s: Settings, command: str) -> int:
     finally:
         ray.shutdown()
     _print_summary(storage, s.name, record)
+    if record["status"] == INTERRUPTED:
+        return INTERRUPTED_EXIT
     return 1 if record["status"] in (PARTIAL, FAILED) else 0
 
 
@@ -219,12 +227,31 @@ def _start_ray(s: Settings) -> None:
         ray.init(address="local", num_cpus=cpus, num_gpus=gpus, **quiet)
         return
     quiet.pop("include_dashboard")  # the cluster's dashboard is the cluster's business
-    ray.init(address=s.address, **quiet)
+    _probe(s.address)
+    try:
+        ray.init(address=s.address, **quiet)
+    except ConnectionError as e:  # "auto" with no cluster on this machine, or a GCS that went away
+        raise UsageError(f"--address {s.address!r}: could not join a Ray cluster ({str(e).splitlines()[0]})") from None
     try:
         _wait_for_room(s, float(os.environ.get(NODE_WAIT_ENV) or 0))
     except UsageError:
         ray.shutdown()
         raise
+
+
+def _probe(address: str) -> None:
+    """Fail fast when nothing listens at HOST:PORT: ray.init would retry the GCS for many minutes, deaf to signals."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray finds the address itself and fails fast if there is none
+    host = host.strip("[]")  # [::1]:6379
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise UsageError(
+            f"--address {address!r}: nothing answers at {host} port {port} ({e.strerror or e}); check that a Ray head "
+            "runs there (`ray status` on it), that the port is its GCS port (6379 unless set) and that no firewall is between"
+        ) from None
 
 
 def _wait_for_room(s: Settings, wait_s: float) -> None:

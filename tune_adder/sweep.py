@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from tune_adder.spaces import GRIDS, get_grid
 from tune_adder.storage import Storage
 
+INTERRUPTED_EXIT = 130  # the shell's code for Ctrl-C; SIGTERM is handled as Ctrl-C
 SEARCHES = ("grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
 EXPERIMENT_FILE = "experiment.json"
@@ -133,6 +134,11 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     _require(a.reduction_factor > 1, f"--reduction-factor {a.reduction_factor:g} is not valid; it must be > 1")
     _require(a.max_failures >= 0, f"--max-failures {a.max_failures} is not valid; it must be >= 0")
     _require(a.status_every > 0, f"--status-every {a.status_every:g} is not valid; it must be > 0 seconds")
+    _require(
+        not (a.address or "").startswith("ray://"),
+        f"--address {a.address!r}: Ray Client (ray://) is not supported; run the sweep on the cluster itself "
+        "(ray job submit ... -- python -m tune_adder.sweep --address auto) or give the head's HOST:PORT",
+    )
     _require(bool(a.storage), "--storage must not be empty; give a folder or a URI such as s3://bucket/prefix")
     try:
         Storage.from_arg(a.storage).check_writable()
@@ -170,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"tune_adder.sweep: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside Tune's own handler: frames are written by then
+        print(f"tune_adder.sweep: interrupted; rerun the same command to continue {settings.name}", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":
