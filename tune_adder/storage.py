@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import pyarrow.fs as pafs
+
+from tune_adder.paths import check_can_write_under
 
 
 @dataclass(frozen=True)
@@ -36,22 +37,9 @@ class Storage:
         return cls(pafs.LocalFileSystem(), root, root)
 
     def check_writable(self) -> None:
-        """Raise ValueError unless a local root is, or can be made as, a folder this process can write in.
-
-        Probes by making and removing an empty temporary folder in the nearest existing ancestor, so nothing
-        is left behind (as root, permission bits alone would say yes to /proc). Remote roots are not probed.
-        """
-        if not self.is_local:
-            return
-        path = self.root
-        while not os.path.lexists(path) and os.path.dirname(path) != path:
-            path = os.path.dirname(path)
-        if not os.path.isdir(path):
-            raise ValueError(f"{path} is not a folder")
-        try:
-            os.rmdir(tempfile.mkdtemp(prefix=".tune_adder-probe-", dir=path))
-        except OSError as e:
-            raise ValueError(f"cannot write in {path} ({e.strerror})") from None
+        """Raise ValueError unless a local root is, or can be made as, a folder we can write; remote roots are not probed."""
+        if self.is_local:
+            check_can_write_under(self.root)
 
     @property
     def is_local(self) -> bool:
