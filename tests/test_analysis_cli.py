@@ -140,3 +140,19 @@ def test_frames_that_break_the_contract_exit_2(tmp_path, capsys):
     assert main([str(folder)]) == 2
     assert "lacks columns ['val_loss']" in capsys.readouterr().err
     assert not (folder / "analysis").exists()
+
+
+def test_out_onto_a_file_or_an_unwritable_place_exits_2_before_any_work(small_sweep, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub", Path("/proc/tune_adder_analysis")):
+        before = sorted(tmp_path.rglob("*")) + sorted(small_sweep.rglob("*"))
+        done = run_script(str(small_sweep), "--out", str(out), cwd=tmp_path)
+        assert done.returncode == 2 and done.stdout == "", (out, done.stdout[-1000:], done.stderr[-2000:])
+        assert done.stderr.count("\n") == 1 and "--out" in done.stderr, done.stderr
+        assert sorted(tmp_path.rglob("*")) + sorted(small_sweep.rglob("*")) == before
+
+
+def test_claims_script_help_is_help(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "analysis" / "claims.py"), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage:" in done.stdout and "[experiment]" in done.stdout, done.stdout + done.stderr

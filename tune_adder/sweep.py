@@ -142,8 +142,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     _require(bool(a.storage), "--storage must not be empty; give a folder or a URI such as s3://bucket/prefix")
     try:
         Storage.from_arg(a.storage).check_writable()
-    except Exception as e:  # pyarrow names the unsupported scheme
-        raise UsageError(f"--storage {a.storage!r} is not usable: {e}") from None
+    except Exception as e:  # pyarrow names the unsupported scheme (for hdfs:// in 89 lines of libjvm search: the first)
+        raise UsageError(f"--storage {a.storage!r} is not usable: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     _require(
         a.scheduler != "asha" or a.grace_period <= a.max_steps,
         f"--grace-period {a.grace_period} is more than --max-steps {a.max_steps}: ASHA could never cut a trial; use at most {a.max_steps}",
