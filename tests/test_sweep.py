@@ -341,14 +341,34 @@ def test_unreachable_or_client_address_exits_2_with_one_line_quickly(address, tm
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_a_running_sweep_within_seconds_and_writes_its_frames(sig, tmp_path, ray_address):
+    """Also: the frames are live. While the sweep runs they are rewritten at the status pace, and the
+    analysis runs on them, noting the trials still running."""
     args = ["--grid", "quick", "--max-steps", "100000", "--eval-every", "10", "--name", "stopped"]
-    cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(tmp_path), "--address", ray_address]
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--status-every", "1", "--storage", str(tmp_path),
+           "--address", ray_address]  # fmt: skip
     proc = subprocess.Popen(cmd, env=sweep_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    exp = tmp_path / "stopped"
+
+    def live_frames():
+        if proc.poll() is not None:
+            return True
+        try:
+            return len(pd.read_parquet(exp / "history.parquet")) >= 2
+        except (OSError, ValueError):
+            return False
+
     try:
-        # An event, not a timer: the first evaluation of some trial is on disk.
-        wait_for(lambda: any(raw_reports(d) for d in tmp_path.glob("stopped/train_adder_*")) or proc.poll() is not None,
-                 180, "a first report")
+        # Events, not timers: frames with reports in them are on disk while the sweep runs.
+        wait_for(live_frames, 180, "live frames")
         assert proc.poll() is None, proc.communicate()
+        live = pd.read_parquet(exp / "trials.parquet")
+        assert set(live["stop_reason"]) == {"running"}
+        script = [sys.executable, str(REPO / "analysis" / "plot_convergence.py"), str(exp), "--out", str(tmp_path / "a")]
+        analysed = subprocess.run(script, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "MPLBACKEND": "Agg"})
+        assert analysed.returncode == 0, analysed.stderr[-2000:]
+        assert "trials still running" in analysed.stdout
+        assert proc.poll() is None
         stopped_at = time.monotonic()
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
@@ -365,3 +385,10 @@ def test_a_signal_stops_a_running_sweep_within_seconds_and_writes_its_frames(sig
     assert record["status"] == "interrupted"
     history, trials = frames(tmp_path / "stopped")
     assert len(history) >= 1 and "running" in set(trials["stop_reason"])
+
+
+def test_imports_run_one_way():
+    """sweep (the CLI) -> runner -> record -> settings: nothing below the CLI imports it back."""
+    code = "import sys, tune_adder.runner, tune_adder.record; print(sorted(m for m in sys.modules if m == 'tune_adder.sweep'))"
+    out = subprocess.run([sys.executable, "-c", code], env=sweep_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]

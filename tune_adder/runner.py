@@ -1,6 +1,7 @@
 """Run a validated sweep on Ray Tune: start or join Ray, build or restore the Tuner, write frames and summary.
 
-`tune_adder.sweep` parses the command line and calls `run`; this is where Ray Tune is driven.
+`tune_adder.sweep` parses the command line and calls `run`; this is where Ray Tune is driven. The experiment
+record is `tune_adder.record`, the settings `tune_adder.settings`: neither imports this module or the CLI.
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ import os
 import signal
 import socket
 import time
-from dataclasses import asdict
 from typing import Any
 
-import pandas as pd
 
 from tune_adder import spaces, testhooks
-from tune_adder.frames import ERROR, TERMINATED, best_trials
+from tune_adder.frames import ERROR, best_trials
 from tune_adder.metrics import CONFIG_COLUMNS, METRIC, MODE, STEP
-from tune_adder.results import HISTORY_FILE, TRIALS_FILE, write_frames
+from tune_adder.results import HISTORY_FILE, TRIALS_FILE, LiveFrames, write_frames
 from tune_adder.storage import Storage
-from tune_adder.sweep import EXPERIMENT_FILE, INTERRUPTED_EXIT, OPTUNA_FILE, RESUME_KEYS, Settings, UsageError, now
+from tune_adder.record import COMPLETED, FAILED, INTERRUPTED, PARTIAL, check_same_settings, finish_record, read_record, start_record
+from tune_adder.settings import EXPERIMENT_FILE, INTERRUPTED_EXIT, OPTUNA_FILE, Settings, UsageError
 
 # Save Tune's experiment state at least this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
@@ -41,10 +41,6 @@ from tune_adder.trainable import train_adder  # noqa: E402
 # A cluster that autoscales from zero workers (cluster/config.yaml) has no room for a trial until the
 # autoscaler adds a node; its head exports this (seconds) so a sweep asks for a node and waits for it.
 NODE_WAIT_ENV = "TUNE_ADDER_NODE_WAIT_S"
-# experiment.json "status": a rerun resumes anything but COMPLETED (errored trials from their checkpoints).
-COMPLETED, PARTIAL, FAILED, INTERRUPTED = "completed", "partial", "failed", "interrupted"
-# Keys every experiment.json of this project has: a file without them is someone else's.
-RECORD_KEYS = frozenset({"name", "search", "num_trials", "status", "sessions"})
 PROBE_TIMEOUT_S = 10  # a TCP connect to --address before Ray is asked to join it
 CHECKPOINTS_KEPT = 2  # per trial: the latest and one before it, in case the latest was cut short
 
@@ -69,7 +65,7 @@ def run(s: Settings, command: str) -> int:
             record = None
         resume = not s.restart and tune.Tuner.can_restore(exp_path, storage_filesystem=storage.fs)
         tuner = _restore_tuner(s, storage) if resume else _new_tuner(s, storage)
-        record = _start_record(s, command, record if resume else None)  # once the Tuner is built: no record of a failed start
+        record = start_record(s, command, record if resume else None, ray.__version__)  # once the Tuner is built: no record of a failed start
         storage.write_json(storage.path(s.name, EXPERIMENT_FILE), record)
         print(f"{'resuming' if resume else 'starting'} sweep {s.name} ({record['num_trials']} trials) in {exp_path}", flush=True)
         session_start = time.time()
@@ -78,7 +74,7 @@ def run(s: Settings, command: str) -> int:
         finally:
             # Frames are written whatever happened to the trials, errors and interruptions included.
             _, trials = write_frames(storage, s.name)
-            _finish_record(storage, s.name, record, trials, session_start)
+            finish_record(storage, s.name, record, trials, session_start)
     finally:
         ray.shutdown()
     _print_summary(storage, s.name, record)
@@ -89,125 +85,14 @@ def run(s: Settings, command: str) -> int:
 
 # ---- experiment.json ----------------------------------------------------------------------------
 def _existing_record(storage: Storage, s: Settings) -> dict[str, Any] | None:
-    """The experiment's saved settings; a rerun with different trial settings is refused, not mixed in."""
-    record = _read_record(storage, s.name)
+    """The experiment's record if a rerun may resume it; refuses what is not ours or was run otherwise."""
+    record = read_record(storage, s.name)
     if record is None or s.restart:
         return record
     if not tune.Tuner.can_restore(storage.path(s.name), storage_filesystem=storage.fs):
         return None  # a start that failed before Tune saved any trial: it binds nothing, the folder is reused
-    ours = asdict(s)
-    diffs = [f"--{k.replace('_', '-')} {record.get(k)!r} there, {ours[k]!r} now" for k in RESUME_KEYS if record.get(k) != ours[k]]
-    if diffs:
-        raise UsageError(
-            f"experiment {s.name!r} in {s.storage} was run with other settings ({'; '.join(diffs)}); "
-            "rerun it with its own flags, choose another --name, or pass --restart"
-        )
+    check_same_settings(record, s)
     return record
-
-
-def _read_record(storage: Storage, name: str) -> dict[str, Any] | None:
-    """The record in `<storage>/<name>`; None if nothing (or an empty folder) is there.
-
-    Anything else at that path is not ours: refused with a UsageError, so that neither a fresh run nor
-    --restart writes into, or moves, a folder this project did not make.
-    """
-    import pyarrow.fs as pafs
-
-    path = storage.path(name)
-    kind = storage.fs.get_file_info(path).type
-    if kind == pafs.FileType.NotFound:
-        return None
-    where = f"--name {name!r}: {path}"
-    if kind != pafs.FileType.Directory:
-        raise UsageError(f"{where} exists and is not a folder; it is left untouched: choose another --name or --storage")
-    record_path = storage.path(name, EXPERIMENT_FILE)
-    if not storage.exists(record_path):
-        if storage.fs.get_file_info(pafs.FileSelector(path)):
-            raise UsageError(
-                f"{where} exists and holds no tune_adder experiment (no {EXPERIMENT_FILE}); it is left untouched: "
-                "choose another --name or --storage"
-            )
-        return None
-    try:
-        record = storage.read_json(record_path)
-    except (ValueError, OSError):
-        record = None
-    if not isinstance(record, dict) or not RECORD_KEYS <= record.keys():
-        raise UsageError(
-            f"{where} holds an {EXPERIMENT_FILE} that is not a tune_adder experiment record; it is left untouched: "
-            "choose another --name or --storage"
-        )
-    return record
-
-
-def _start_record(s: Settings, command: str, previous: dict[str, Any] | None) -> dict[str, Any]:
-    """experiment.json for a new run, or the previous one with a new session appended on resume."""
-    session = {"start_time": now(), "end_time": None, "wall_time_s": None, "resumed": previous is not None, "command": command}
-    if previous is not None:
-        previous.update(status="running", end_time=None, wall_time_s=None)
-        previous["sessions"].append(session)
-        return previous
-    settings = asdict(s)
-    return {
-        "name": s.name,
-        "storage": s.storage,
-        "path": Storage.from_arg(s.storage).path(s.name),
-        **{k: settings[k] for k in RESUME_KEYS},
-        "seed_values": list(range(s.seeds)) if s.search == "grid" else [0],
-        "search_space": _describe_space(s),
-        "num_trials": _num_trials(s),
-        "metric": METRIC,
-        "mode": MODE,
-        "cpus_per_trial": s.cpus_per_trial,
-        "gpus_per_trial": s.gpus_per_trial,
-        "max_failures": s.max_failures,
-        "address": s.address,
-        "ray_version": ray.__version__,
-        "command": command,
-        "files": {"history": HISTORY_FILE, "trials": TRIALS_FILE, "optuna_study": OPTUNA_FILE if _optuna_local(s) else None},
-        "status": "running",
-        "start_time": session["start_time"],
-        "end_time": None,
-        "wall_time_s": None,
-        "sessions": [session],
-    }
-
-
-def experiment_status(trials: pd.DataFrame, num_trials: int) -> str:
-    """completed: every trial ended well; partial / failed: every trial ended, some / all in error; else interrupted."""
-    if len(trials) < num_trials or not trials["status"].isin([TERMINATED, ERROR]).all():
-        return INTERRUPTED
-    errors = int((trials["status"] == ERROR).sum())
-    return COMPLETED if errors == 0 else FAILED if errors == len(trials) else PARTIAL
-
-
-def _finish_record(storage: Storage, name: str, record: dict[str, Any], trials: pd.DataFrame, session_start: float) -> None:
-    status = experiment_status(trials, record["num_trials"])
-    done = status != INTERRUPTED
-    end = now()
-    session = record["sessions"][-1]
-    session.update(end_time=end, wall_time_s=round(time.time() - session_start, 2))
-    record.update(
-        status=status,
-        end_time=end if done else None,
-        wall_time_s=round(sum(x["wall_time_s"] or 0 for x in record["sessions"]), 2) if done else None,
-        trial_counts=trials["stop_reason"].value_counts().to_dict(),
-    )
-    storage.write_json(storage.path(name, EXPERIMENT_FILE), record)
-
-
-def _describe_space(s: Settings) -> dict[str, Any]:
-    if s.search == "optuna":
-        return {
-            "digits": s.digits, "lr": {"loguniform": list(spaces.OPTUNA_LR)}, "layers": {"randint_inclusive": list(spaces.OPTUNA_LAYERS)},
-            "cell": list(spaces.CELLS), "hidden": list(spaces.OPTUNA_HIDDEN), "embed_dim": list(spaces.OPTUNA_EMBED),
-            "batch_size": list(spaces.OPTUNA_BATCH),
-        }  # fmt: skip
-    return {"configs": [dict(c) for c in spaces.get_grid(s.grid).configs]}
-
-
-def _num_trials(s: Settings) -> int:
-    return s.num_samples if s.search == "optuna" else len(spaces.get_grid(s.grid).configs) * s.seeds
 
 
 # ---- Ray ----------------------------------------------------------------------------------------
@@ -309,10 +194,6 @@ def _grid_search(s: Settings) -> tuple[dict[str, Any], Any, int]:
     return {**space, **_constants(s)}, BasicVariantGenerator(points_to_evaluate=points), len(points)
 
 
-def _optuna_local(s: Settings) -> bool:
-    return s.search == "optuna" and Storage.from_arg(s.storage).is_local
-
-
 def _optuna_search(s: Settings, storage: Storage) -> tuple[dict[str, Any], Any, int]:
     """TPE, seeded; the study lives in an SQLite file in the experiment folder when storage is local."""
     import optuna
@@ -343,7 +224,8 @@ def _run_config(s: Settings, storage: Storage) -> tune.RunConfig:
         verbose=0,  # our own status line instead of Tune's tables
         failure_config=tune.FailureConfig(max_failures=s.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
-        callbacks=[FailureLines(s.max_failures)] + ([] if s.quiet else [StatusLine(s.name, s.status_every)]),
+        callbacks=[FailureLines(s.max_failures), LiveFrames(storage, s.name, s.status_every)]
+        + ([] if s.quiet else [StatusLine(s.name, s.status_every)]),
     )
 
 

@@ -7,58 +7,13 @@ same command resumes a crashed sweep, and a finished one only prints its summary
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import shlex
 import sys
-from dataclasses import dataclass
 from typing import Any, Sequence
 
+from tune_adder.settings import INTERRUPTED_EXIT, SCHEDULERS, SEARCHES, Settings, UsageError
 from tune_adder.spaces import GRIDS, get_grid
 from tune_adder.storage import Storage
-
-INTERRUPTED_EXIT = 130  # the shell's code for Ctrl-C; SIGTERM is handled as Ctrl-C
-SEARCHES = ("grid", "optuna")
-SCHEDULERS = ("fifo", "asha")
-EXPERIMENT_FILE = "experiment.json"
-OPTUNA_FILE = "optuna.db"
-# Settings that define an experiment's trials: a rerun must match them to resume it.
-RESUME_KEYS = (
-    "grid", "search", "scheduler", "seeds", "num_samples", "digits", "max_steps", "stop_when_solved",
-    "grace_period", "reduction_factor", "eval_every", "eval_size", "checkpoint_every",
-)  # fmt: skip
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported as one line and exit code 2, before anything starts."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """A validated sweep command."""
-
-    grid: str | None
-    search: str
-    scheduler: str
-    seeds: int
-    num_samples: int | None
-    digits: int | None
-    max_steps: int
-    stop_when_solved: bool
-    grace_period: int
-    reduction_factor: float
-    eval_every: int
-    eval_size: int
-    checkpoint_every: int
-    cpus_per_trial: float
-    gpus_per_trial: float
-    max_failures: int
-    address: str | None
-    storage: str
-    name: str
-    restart: bool
-    status_every: float
-    quiet: bool
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage dump: readable in logs and CI
@@ -159,10 +114,6 @@ def command_line(argv: Sequence[str] | None) -> str:
     return shlex.join(["python", "-m", "tune_adder.sweep", *args])
 
 
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
@@ -182,7 +133,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, so its UsageError is the class the runner raises (not __main__'s copy).
-    from tune_adder.sweep import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())
