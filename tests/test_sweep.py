@@ -26,11 +26,11 @@ TINY = ["--eval-size", "100", "--status-every", "5"]  # small held-out sets: eva
 
 
 def sweep(
-    args: list[str], storage: Path, address: str | None, timeout: float = 240, env: dict[str, str] | None = None
+    args: list[str], storage: Path, address: str | None, timeout: float = 240, env: dict[str, str | None] | None = None
 ) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage)]
     cmd += ["--address", address] if address else []
-    env = {**sweep_env(), **(env or {})}
+    env = {k: v for k, v in {**sweep_env(), **(env or {})}.items() if v is not None}  # None: unset it
     return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
@@ -76,12 +76,17 @@ def assert_full_histories(history: pd.DataFrame, eval_every: int, max_steps: int
 
 
 def test_quick_grid_end_to_end_on_embedded_ray(tmp_path):
-    """The README command (shrunk), on the embedded local Ray; a rerun prints the summary and runs nothing."""
+    """The README command (shrunk), on the embedded local Ray as a user gets it (Ray's token auth on, in a fresh
+    home); a rerun prints the summary and runs nothing."""
     args = ["--grid", "quick", "--max-steps", "40", "--eval-every", "20"]
-    out = sweep(args, tmp_path, address=None)
+    home = tmp_path / "home"
+    home.mkdir()
+    out = sweep(args, tmp_path, address=None, env={"HOME": str(home), "RAY_AUTH_MODE": None})
     assert out.returncode == 0, out.stderr[-3000:]
+    token = home / ".ray" / "auth_token"
+    assert token.is_file() and token.stat().st_mode & 0o077 == 0, oct(token.stat().st_mode)  # the owner's only
     assert "best configs by val_exact_match" in out.stdout and "plot_convergence.py" in out.stdout
-    exp = only_experiment(tmp_path)
+    (exp,) = [p for p in tmp_path.iterdir() if p.is_dir() and p != home]
     assert exp.name == "quick-fifo-seeds1-steps40"
     history, trials = frames(exp)
     n = len(spaces.get_grid("quick").configs)
@@ -101,7 +106,7 @@ def test_quick_grid_end_to_end_on_embedded_ray(tmp_path):
     assert settings["num_trials"] == n and settings["end_time"] and settings["wall_time_s"] > 0
     # Rerunning the finished experiment only prints its summary.
     stamp = (exp / "trials.parquet").stat().st_mtime_ns
-    again = sweep(args, tmp_path, address=None)
+    again = sweep(args, tmp_path, address=None, env={"HOME": str(home), "RAY_AUTH_MODE": None})
     assert again.returncode == 0 and "already complete" in again.stdout and "best configs" in again.stdout
     assert (exp / "trials.parquet").stat().st_mtime_ns == stamp
 

@@ -110,6 +110,7 @@ def _start_ray(s: Settings) -> None:
         cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
         _check_fits(s, cpus, gpus)  # before starting anything
         ray.init(address="local", num_cpus=cpus, num_gpus=gpus, **quiet)
+        _private_token()
         return
     quiet.pop("include_dashboard")  # the cluster's dashboard is the cluster's business
     _probe(s.address)
@@ -122,6 +123,16 @@ def _start_ray(s: Settings) -> None:
     except UsageError:
         ray.shutdown()
         raise
+
+
+def _private_token() -> None:
+    """Ray 2.60 writes its auth token (~/.ray/auth_token) readable by every user: make it the owner's only.
+
+    The token is what guards the local Ray's ports, which Ray 2.60 opens on every interface (README).
+    """
+    token = os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    if os.path.isfile(token) and os.stat(token).st_uid == os.getuid():
+        os.chmod(token, 0o600)
 
 
 def _probe(address: str) -> None:
