@@ -82,6 +82,12 @@ def _corrupt(folder: Path) -> Path:
     return folder
 
 
+def _corrupt_history(folder: Path) -> Path:
+    write_experiment(folder, [trial(solve_at=300)])  # a good trials.parquet beside it
+    (folder / "history.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    return folder
+
+
 def _no_rows(folder: Path) -> Path:
     write_experiment(folder, [trial(solve_at=300)])
     history, trials = frames([trial(solve_at=300)])
@@ -93,11 +99,12 @@ BAD_INPUTS = [
     (lambda p: p / "missing", "does not exist"),
     (lambda p: (p / "empty").mkdir() or p / "empty", "missing trials.parquet"),
     (_corrupt, "corrupt or not parquet"),
+    (_corrupt_history, "history.parquet' as parquet"),
     (_no_rows, "has no rows"),
 ]
 
 
-@pytest.mark.parametrize("make, message", BAD_INPUTS, ids=["missing-dir", "empty-dir", "corrupt-parquet", "no-rows"])
+@pytest.mark.parametrize("make, message", BAD_INPUTS, ids=["missing-dir", "empty-dir", "corrupt-parquet", "corrupt-history", "no-rows"])
 def test_bad_experiment_folder_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, make, message):
     folder = make(tmp_path)
     before = sorted(tmp_path.rglob("*"))

@@ -236,6 +236,10 @@ def test_failed_trials_exit_nonzero_one_line_each_and_a_rerun_retries_them(tmp_p
     # The summary says the sweep is not done and how to retry.
     assert "4 trials failed" in out.stdout and "rerun the same command" in out.stdout
     checkpointed = {t: len(raw_reports(d)) for t in failed["trial_id"] for d in exp.glob(f"train_adder_{t}_*")}
+    stamp = (exp / "experiment.json").read_bytes()
+    other = sweep([*args[:2], "--max-steps", "50", *args[4:]], tmp_path, ray_address, timeout=120)  # other settings
+    assert other.returncode == 2 and "--max-steps 40 there, 50 now" in other.stderr, other.stderr[-2000:]
+    assert len(other.stderr.strip().splitlines()) == 1 and (exp / "experiment.json").read_bytes() == stamp
 
     again = sweep(args, tmp_path, ray_address)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
@@ -359,6 +363,13 @@ def test_a_start_that_failed_before_any_trial_does_not_block_the_next_command(tm
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     record = json.loads((tmp_path / "retry" / "experiment.json").read_text())
     assert record["status"] == "completed" and record["grace_period"] == 10 and len(record["sessions"]) == 1
+    # --restart starts afresh and keeps the old experiment, whole, under a new name.
+    old_files = tree(tmp_path / "retry")
+    again = sweep([*args, "--restart"], tmp_path, ray_address)
+    assert again.returncode == 0 and "--restart: the previous experiment is kept at" in again.stdout, again.stderr[-2000:]
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith("retry-old-")]
+    assert tree(kept) == old_files
+    assert json.loads((tmp_path / "retry" / "experiment.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:{free}", "no-such-host.invalid:6379", "ray://127.0.0.1:10001"])
@@ -411,6 +422,10 @@ def test_a_signal_stops_a_running_sweep_within_seconds_and_writes_its_frames(sig
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-2000:])
+    # A status line about every second (--status-every 1): their clocks never repeat and never skip far.
+    clocks = [line.split()[1].rstrip("]") for line in out.splitlines() if line.startswith("[stopped ")]
+    seconds = [int(h) * 3600 + int(m) * 60 + int(x) for h, m, x in (c.split(":") for c in clocks)]
+    assert len(seconds) >= 3 and all(1 <= b - a <= 20 for a, b in zip(seconds, seconds[1:])), clocks
     assert took < 30, took
     assert "Traceback" not in err, err[-3000:]
     assert "rerun the same command" in out
