@@ -285,9 +285,13 @@ def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     from analysis.load import InputError, latest_experiment, load_experiment
 
-    args = sys.argv[1:] if argv is None else argv
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", nargs="?", type=Path, help="an experiment folder (default: the most recent one under results/)")
+    args = parser.parse_args(argv)
     try:
-        experiment = load_experiment(Path(args[0]) if args else latest_experiment())
+        experiment = load_experiment(args.experiment or latest_experiment())
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

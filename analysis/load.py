@@ -109,4 +109,7 @@ def load_experiment(path: Path) -> Experiment:
         trials = trials.assign(**{c: pd.NA for c in PROBE_COLUMNS if c not in trials.columns})
     history = _read_frame(path / HISTORY_FILE, HISTORY_COLUMNS)
     history, trials = _normalise(history, trials, notes)
+    running = int((trials["stop_reason"] == "running").sum())
+    if running:
+        notes.append(f"{running} of {len(trials)} trials still running (stop_reason running): their curves end where they are now")
     return Experiment(path, history, trials, _read_settings(path / SETTINGS_FILE, notes), notes)

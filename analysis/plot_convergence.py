@@ -23,6 +23,7 @@ from analysis.claims import check_claims, claims_frame  # noqa: E402
 from analysis.extract import Slice, curves, solve_heatmap, varied  # noqa: E402
 from analysis.load import DEFAULT_STORAGE, InputError, latest_experiment, load_experiment  # noqa: E402
 from analysis.report import FigureEntry, crossed_section, render  # noqa: E402
+from tune_adder.paths import check_can_write_under  # noqa: E402
 
 METRICS = ("train_loss", "val_loss", "val_exact_match")
 
@@ -146,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = args.out or experiment.path / "analysis"
+    try:  # the output place too: a late failure would come after the figures' work
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out} is a file, not a folder")
+        check_can_write_under(out)
+    except ValueError as err:
+        print(f"error: --out {out}: cannot write the figures there: {err}", file=sys.stderr)
+        return 2
     print(f"experiment: {experiment.path} ({len(experiment.trials)} trials)")
     for note in experiment.notes:
         print(f"note: {note}")

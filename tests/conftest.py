@@ -46,7 +46,7 @@ def sweep_env() -> dict[str, str]:
     return env
 
 
-def _wait_for_ray(address: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+def _wait_for_ray(address: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:  # a limit: on a loaded box start is slow
     host, port = address.split(":")
     deadline = time.time() + timeout
     while time.time() < deadline:

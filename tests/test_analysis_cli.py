@@ -82,6 +82,12 @@ def _corrupt(folder: Path) -> Path:
     return folder
 
 
+def _corrupt_history(folder: Path) -> Path:
+    write_experiment(folder, [trial(solve_at=300)])  # a good trials.parquet beside it
+    (folder / "history.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    return folder
+
+
 def _no_rows(folder: Path) -> Path:
     write_experiment(folder, [trial(solve_at=300)])
     history, trials = frames([trial(solve_at=300)])
@@ -93,11 +99,12 @@ BAD_INPUTS = [
     (lambda p: p / "missing", "does not exist"),
     (lambda p: (p / "empty").mkdir() or p / "empty", "missing trials.parquet"),
     (_corrupt, "corrupt or not parquet"),
+    (_corrupt_history, "history.parquet' as parquet"),
     (_no_rows, "has no rows"),
 ]
 
 
-@pytest.mark.parametrize("make, message", BAD_INPUTS, ids=["missing-dir", "empty-dir", "corrupt-parquet", "no-rows"])
+@pytest.mark.parametrize("make, message", BAD_INPUTS, ids=["missing-dir", "empty-dir", "corrupt-parquet", "corrupt-history", "no-rows"])
 def test_bad_experiment_folder_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, make, message):
     folder = make(tmp_path)
     before = sorted(tmp_path.rglob("*"))
@@ -140,3 +147,19 @@ def test_frames_that_break_the_contract_exit_2(tmp_path, capsys):
     assert main([str(folder)]) == 2
     assert "lacks columns ['val_loss']" in capsys.readouterr().err
     assert not (folder / "analysis").exists()
+
+
+def test_out_onto_a_file_or_an_unwritable_place_exits_2_before_any_work(small_sweep, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub", Path("/proc/tune_adder_analysis")):
+        before = sorted(tmp_path.rglob("*")) + sorted(small_sweep.rglob("*"))
+        done = run_script(str(small_sweep), "--out", str(out), cwd=tmp_path)
+        assert done.returncode == 2 and done.stdout == "", (out, done.stdout[-1000:], done.stderr[-2000:])
+        assert done.stderr.count("\n") == 1 and "--out" in done.stderr, done.stderr
+        assert sorted(tmp_path.rglob("*")) + sorted(small_sweep.rglob("*")) == before
+
+
+def test_claims_script_help_is_help(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "analysis" / "claims.py"), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage:" in done.stdout and "[experiment]" in done.stdout, done.stdout + done.stderr

@@ -137,3 +137,18 @@ def test_cli_exits_2_with_one_line(tmp_path):
     assert run.stderr.strip().count("\n") == 0 and "min_workers=3 > max_workers=1" in run.stderr
     ok = subprocess.run([sys.executable, str(REPO / "cluster" / "validate.py"), *map(str, CONFIGS.values())], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_flags_named_in_comments_exist(name):
+    """A comment may only name a flag the sweep has, or one the config's own commands use (ray start ...)."""
+    from ray.scripts.scripts import start
+
+    from tune_adder.sweep import build_parser
+
+    text = CONFIGS[name].read_text()
+    comments = " ".join(line.split("#", 1)[1] for line in text.splitlines() if "#" in line)
+    commands = " ".join(line.split("#", 1)[0] for line in text.splitlines())
+    ray_start = {o for p in start.params for o in p.opts}
+    known = set(build_parser()._option_string_actions) | ray_start | set(re.findall(r"--[a-z][a-z-]*", commands))
+    assert sorted(set(re.findall(r"--[a-z][a-z-]*", comments)) - known) == []

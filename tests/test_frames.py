@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pandas as pd
 
 from tune_adder.frames import TrialRecord, dedupe_reports, history_frame, steps_to_solve, stop_reason, trials_frame
@@ -62,3 +69,30 @@ def test_trials_frame_one_row_per_trial(tmp_path):
     storage.write_parquet(storage.path("exp", "trials.parquet"), trials)
     pd.testing.assert_frame_equal(storage.read_parquet(storage.path("exp", "trials.parquet")), trials)
     assert [p.name for p in (tmp_path / "exp").iterdir()] == ["trials.parquet"]
+
+
+WRITER = """
+import io, sys
+import numpy as np, pandas as pd
+from tune_adder.storage import Storage
+storage, path = Storage.from_arg(sys.argv[1]), sys.argv[1] + "/trials.parquet"
+storage.write_parquet(path, pd.DataFrame({"version": [1]}))
+big = pd.DataFrame({"version": 2, "x": np.random.default_rng(0).random(25_000_000)})  # ~200 MB: a slow write
+buf = io.BytesIO()
+big.to_parquet(buf, index=False)
+print("writing", flush=True)
+storage.write_bytes(path, buf.getvalue())
+print("wrote", flush=True)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_the_previous_frame(tmp_path):
+    """A real process killed while it writes a large frame: the previous copy is read back whole."""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=repo, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.stdout.readline().strip() == "writing"
+    time.sleep(0.05)  # into the write of ~200 MB
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert pd.read_parquet(tmp_path / "trials.parquet")["version"].tolist() == [1]

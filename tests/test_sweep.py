@@ -16,18 +16,22 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, sweep_env
+from tests.conftest import REPO, free_ports, sweep_env
 from tune_adder import spaces
 from tune_adder.metrics import HISTORY_COLUMNS, PROBE_COLUMNS, TRIAL_COLUMNS
 from tune_adder.sweep import main
+from tune_adder.testhooks import BLOCK_AT, FAIL_AT
 
 TINY = ["--eval-size", "100", "--status-every", "5"]  # small held-out sets: evaluations cost little
 
 
-def sweep(args: list[str], storage: Path, address: str | None, timeout: float = 240) -> subprocess.CompletedProcess:
+def sweep(
+    args: list[str], storage: Path, address: str | None, timeout: float = 600, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage)]
     cmd += ["--address", address] if address else []
-    return subprocess.run(cmd, env=sweep_env(), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    env = {k: v for k, v in {**sweep_env(), **(env or {})}.items() if v is not None}  # None: unset it
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def start_sweep(args: list[str], storage: Path, address: str) -> subprocess.Popen:
@@ -72,12 +76,17 @@ def assert_full_histories(history: pd.DataFrame, eval_every: int, max_steps: int
 
 
 def test_quick_grid_end_to_end_on_embedded_ray(tmp_path):
-    """The README command (shrunk), on the embedded local Ray; a rerun prints the summary and runs nothing."""
+    """The README command (shrunk), on the embedded local Ray as a user gets it (Ray's token auth on, in a fresh
+    home); a rerun prints the summary and runs nothing."""
     args = ["--grid", "quick", "--max-steps", "40", "--eval-every", "20"]
-    out = sweep(args, tmp_path, address=None)
+    home = tmp_path / "home"
+    home.mkdir()
+    out = sweep(args, tmp_path, address=None, env={"HOME": str(home), "RAY_AUTH_MODE": None})
     assert out.returncode == 0, out.stderr[-3000:]
+    token = home / ".ray" / "auth_token"
+    assert token.is_file() and token.stat().st_mode & 0o077 == 0, oct(token.stat().st_mode)  # the owner's only
     assert "best configs by val_exact_match" in out.stdout and "plot_convergence.py" in out.stdout
-    exp = only_experiment(tmp_path)
+    (exp,) = [p for p in tmp_path.iterdir() if p.is_dir() and p != home]
     assert exp.name == "quick-fifo-seeds1-steps40"
     history, trials = frames(exp)
     n = len(spaces.get_grid("quick").configs)
@@ -97,7 +106,7 @@ def test_quick_grid_end_to_end_on_embedded_ray(tmp_path):
     assert settings["num_trials"] == n and settings["end_time"] and settings["wall_time_s"] > 0
     # Rerunning the finished experiment only prints its summary.
     stamp = (exp / "trials.parquet").stat().st_mtime_ns
-    again = sweep(args, tmp_path, address=None)
+    again = sweep(args, tmp_path, address=None, env={"HOME": str(home), "RAY_AUTH_MODE": None})
     assert again.returncode == 0 and "already complete" in again.stdout and "best configs" in again.stdout
     assert (exp / "trials.parquet").stat().st_mtime_ns == stamp
 
@@ -127,11 +136,17 @@ def test_killed_driver_resumes_without_rerunning_or_repeating(tmp_path, ray_addr
     done = wait_for(finished_trials, 180, "two finished trials")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    counts = {d.name: len(raw_reports(d)) for d in done}
+    exp = only_experiment(tmp_path)
+    # Ray's raw reports (result.json is written by the driver: nothing is added after its kill -9) and the
+    # checkpoints on disk, per trial, at the kill.
+    counts = {d.name: len(raw_reports(d)) for d in exp.glob("train_adder_*")}
+    ended = {d.name for d in exp.glob("train_adder_*")
+             if any(r.get("stop_reason") not in (None, "running") for r in raw_reports(d))}  # fmt: skip
+    checkpoints = {d.name: {json.loads(m.read_text())["metrics"]["step"] for m in d.glob("checkpoint_*/meta.json")}
+                   for d in exp.glob("train_adder_*")}  # fmt: skip
     out = sweep(args, tmp_path, ray_address)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming" in out.stdout
-    exp = only_experiment(tmp_path)
     history, trials = frames(exp)
     assert len(trials) == len(spaces.get_grid("quick").configs)  # no trial started twice
     assert set(trials["stop_reason"]) == {"completed"}
@@ -139,36 +154,104 @@ def test_killed_driver_resumes_without_rerunning_or_repeating(tmp_path, ray_addr
     for d in done:  # finished trials trained no further: at most their final report is repeated
         after = raw_reports(d)[counts[d.name] :]
         assert all(r["step"] == 120 for r in after), d.name
+    resumed = 0
+    for d in exp.glob("train_adder_*"):  # unfinished ones continued from a checkpoint, not from step 0
+        if d.name in ended or not checkpoints.get(d.name):
+            continue
+        first_after = raw_reports(d)[counts[d.name]]["step"]
+        assert first_after - 10 in checkpoints[d.name], (d.name, first_after, checkpoints[d.name])
+        resumed += 1
+    assert resumed >= 1  # the kill caught at least one trial between checkpoints
     settings = json.loads((exp / "experiment.json").read_text())
     assert settings["status"] == "completed" and [s["resumed"] for s in settings["sessions"]] == [False, True]
 
 
 def test_optuna_study_in_sqlite_and_a_killed_worker_resumes_from_its_checkpoint(tmp_path, ray_address):
+    """Event-driven: trials block right after their step-40 report (checkpointed) until the test releases them,
+    so the process killed is certainly a trial's, caught at a known step once the driver has its report."""
     args = ["--search", "optuna", "--num-samples", "2", "--digits", "3", "--max-steps", "200", "--eval-every", "10",
             "--checkpoint-every", "2"]  # fmt: skip
-    proc = start_sweep(args, tmp_path, ray_address)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    storage = tmp_path / "results"
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage), "--address", ray_address]
+    env = {**sweep_env(), BLOCK_AT: f"40:{gate}"}
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        marker = wait_for(lambda: next(iter(sorted(gate.glob("*.blocked"))), None) or proc.poll() is not None, 300,
+                          "a blocked trial")
+        assert proc.poll() is None
+        pid = int(marker.read_text())
 
-    def trial_past_first_checkpoint():
-        for trial_dir in sorted(tmp_path.glob("*/train_adder_*")):
-            reports = raw_reports(trial_dir)
-            if reports and 40 <= reports[-1]["step"] < 150:
-                return trial_dir, reports[-1]
-        return None
+        def reported_40():  # the driver has taken the step-40 report (and its checkpoint) from that process
+            found = [d for d in storage.glob("*/train_adder_*") if raw_reports(d) and raw_reports(d)[-1]["pid"] == pid]
+            return found[0] if found and raw_reports(found[0])[-1]["step"] == 40 else None
 
-    trial_dir, last = wait_for(trial_past_first_checkpoint, 120, "a trial past its first checkpoint")
-    os.kill(last["pid"], signal.SIGKILL)  # the trial's worker process, as Ray reported it
-    assert proc.wait(timeout=180) == 0
+        trial_dir = wait_for(reported_40, 120, "the driver to record the blocked trial's step 40")
+        os.kill(pid, signal.SIGKILL)  # the trial's worker process, blocked at step 40
+        (gate / "release").touch()
+        assert proc.wait(timeout=300) == 0
+    finally:
+        (gate / "release").touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     reports = raw_reports(trial_dir)
-    first_after = next(r for r in reports if r["pid"] != last["pid"])
-    # Resumed from a checkpoint (one every 20 steps), not from scratch.
-    assert first_after["step"] > 10 and (first_after["step"] - 10) % 20 == 0
-    exp = only_experiment(tmp_path)
+    first_after = next(r for r in reports if r["pid"] != pid)
+    assert first_after["step"] == 50  # resumed from the checkpoint at step 40, not from scratch
+    exp = only_experiment(storage)
     history, trials = frames(exp)
     assert trials["stop_reason"].tolist() == ["completed"] * 2
     assert_full_histories(history, 10, 200)
     assert (trials["digits"] == 3).all() and trials["lr"].between(1e-4, 0.3).all() and trials["lr"].nunique() == 2
     study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 2
+
+
+def test_failed_trials_exit_nonzero_one_line_each_and_a_rerun_retries_them(tmp_path, ray_address):
+    """Half the quick grid fails for real (test hook, every attempt): exit 1, status partial, one honest line
+    per failure with its error file; a rerun without the hook continues the failed trials from their checkpoints."""
+    args = ["--grid", "quick", "--max-steps", "40", "--eval-every", "10", "--checkpoint-every", "1",
+            "--max-failures", "1", "--quiet", "--name", "fails"]  # fmt: skip
+    out = sweep(args, tmp_path, ray_address, env={FAIL_AT: "20:lr=0.03"})
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    exp = tmp_path / "fails"
+    record = json.loads((exp / "experiment.json").read_text())
+    assert record["status"] == "partial"
+    history, trials = frames(exp)
+    failed = trials[trials["lr"] == 0.03]
+    assert set(failed["stop_reason"]) == {"error"} and set(failed["status"]) == {"ERROR"} and len(failed) == 4
+    assert set(trials.loc[trials["lr"] != 0.03, "stop_reason"]) == {"completed"}
+    retried = [line for line in out.stdout.splitlines() if "retrying" in line]
+    gave_up = [line for line in out.stdout.splitlines() if "failed for good" in line]
+    assert len(retried) == 4 and len(gave_up) == 4, out.stdout
+    for line in retried:
+        assert "retry 1 of 1" in line and "from its last checkpoint" in line, line
+    for line in gave_up:
+        assert "no retries left" in line, line
+        log = Path(line.rsplit("error log: ", 1)[1])
+        assert log.is_file() and "InjectedFailure" in log.read_text(), line
+    # The summary says the sweep is not done and how to retry.
+    assert "4 trials failed" in out.stdout and "rerun the same command" in out.stdout
+    checkpointed = {t: len(raw_reports(d)) for t in failed["trial_id"] for d in exp.glob(f"train_adder_{t}_*")}
+    stamp = (exp / "experiment.json").read_bytes()
+    other = sweep([*args[:2], "--max-steps", "50", *args[4:]], tmp_path, ray_address, timeout=120)  # other settings
+    assert other.returncode == 2 and "--max-steps 40 there, 50 now" in other.stderr, other.stderr[-2000:]
+    assert len(other.stderr.strip().splitlines()) == 1 and (exp / "experiment.json").read_bytes() == stamp
+
+    again = sweep(args, tmp_path, ray_address)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "resuming" in again.stdout and "already complete" not in again.stdout
+    record = json.loads((exp / "experiment.json").read_text())
+    assert record["status"] == "completed"
+    history, trials = frames(exp)
+    assert set(trials["stop_reason"]) == {"completed"}
+    assert_full_histories(history, 10, 40)
+    for trial_id, seen in checkpointed.items():  # retried from the checkpoint at step 30, not from step 0
+        (trial_dir,) = exp.glob(f"train_adder_{trial_id}_*")
+        assert [r["step"] for r in raw_reports(trial_dir)[seen:]] == [40, 40], trial_id
 
 
 def test_stop_when_solved(tmp_path, ray_address):
@@ -207,21 +290,157 @@ BAD_FLAGS = [
     (["--pack", "lr,seeds", "--scheduler", "asha"], "--pack lr,seeds"),
     (["--search", "optuna", "--pack", "lr,seeds"], "--pack lr,seeds"),
     (["--search", "optuna", "--seeds", "3"], "--pack seeds"),
+    (["--storage", "hdfs://namenode:8020/results"], "hdfs"),  # pyarrow's libjvm search is many lines
 ]
 
 
 @pytest.mark.parametrize(("flags", "named"), BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
 def test_bad_flag_exits_2_with_one_line_and_writes_nothing(flags, named, tmp_path, capsys):
     storage = tmp_path / "results"
-    assert main([*flags, "--storage", str(storage)]) == 2
+    assert main([*flags, *([] if "--storage" in flags else ["--storage", str(storage)])]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and named in err
     assert not storage.exists()
 
 
 def test_more_gpus_or_cpus_than_the_cluster_has_exit_2_through_the_cli(tmp_path, ray_address):
-    for flags, named in ((["--gpus-per-trial", "0.25"], "0 GPU"),):  # the same check covers --cpus-per-trial
-        out = sweep(["--grid", "quick", *flags], tmp_path / "results", ray_address, timeout=60)
+    for flags, named in ((["--gpus-per-trial", "0.25"], "0 GPU"), (["--cpus-per-trial", "3"], "2 CPU")):  # a 2-CPU cluster
+        out = sweep(["--grid", "quick", *flags], tmp_path / "results", ray_address, timeout=180)
         assert out.returncode == 2, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and named in out.stderr
         assert not (tmp_path / "results").exists()
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under root with its bytes (None for a folder): to show nothing was touched."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+
+
+def test_restart_and_name_refuse_a_folder_that_is_not_an_experiment(tmp_path, ray_address):
+    """`--storage . --name tune_adder --restart` must not move the package aside, nor a fresh run write into it."""
+    (tmp_path / "tune_adder").mkdir()
+    (tmp_path / "tune_adder" / "__init__.py").write_text("# not an experiment\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "experiment.json").write_text('{"someone": "else"}\n')  # not this project's record
+    (tmp_path / "afile").write_text("x")
+    before = tree(tmp_path)
+    small = ["--grid", "quick", "--max-steps", "10", "--eval-every", "10"]
+    for name in ("tune_adder", "other", "afile"):
+        for extra in ([], ["--restart"]):
+            out = sweep([*small, "--name", name, *extra], tmp_path, ray_address, timeout=120)
+            assert out.returncode == 2, (name, extra, out.stdout[-2000:], out.stderr[-2000:])
+            assert len(out.stderr.strip().splitlines()) == 1 and name in out.stderr and "--name" in out.stderr, out.stderr
+            assert tree(tmp_path) == before, (name, extra)
+
+
+def test_bad_storage_and_asha_grace_period_exit_2_before_ray_and_write_nothing(tmp_path):
+    """Through the CLI with no --address: a local Ray would start if the checks came late (and a record be left)."""
+    (tmp_path / "afile").write_text("x")
+    before = tree(tmp_path)
+    cases = [
+        (["--storage", str(tmp_path / "afile")], "--storage"),
+        (["--storage", str(tmp_path / "afile" / "sub")], "--storage"),
+        (["--storage", "/proc/tune_adder_results"], "--storage"),  # not writable, even for root
+        (["--scheduler", "asha", "--grace-period", "50", "--max-steps", "40", "--storage", str(tmp_path / "r")], "--grace-period"),
+    ]
+    for flags, named in cases:
+        cmd = [sys.executable, "-m", "tune_adder.sweep", "--grid", "quick", "--eval-every", "10", *flags]
+        out = subprocess.run(cmd, env=sweep_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (flags, out.stdout[-2000:], out.stderr[-2000:])
+        assert len(out.stderr.strip().splitlines()) == 1 and named in out.stderr, out.stderr
+        assert "ray" not in out.stdout.lower(), out.stdout
+        assert tree(tmp_path) == before, flags
+    assert not Path("/proc/tune_adder_results").exists()
+
+
+def test_a_start_that_failed_before_any_trial_does_not_block_the_next_command(tmp_path, ray_address):
+    """A record left by a start that died before Tune saved anything (older versions: ASHA's assertion) is no experiment."""
+    args = ["--search", "optuna", "--num-samples", "1", "--digits", "2", "--max-steps", "10", "--eval-every", "10",
+            "--scheduler", "asha", "--grace-period", "10", "--name", "retry"]  # fmt: skip
+    stale = {"name": "retry", "status": "running", "grid": None, "search": "optuna", "scheduler": "asha", "seeds": 1,
+             "num_samples": 1, "digits": 2, "max_steps": 10, "stop_when_solved": False, "grace_period": 50,
+             "reduction_factor": 3.0, "eval_every": 10, "eval_size": 100, "checkpoint_every": 4, "num_trials": 1,
+             "sessions": [{"start_time": "2026-01-01T00:00:00+00:00", "end_time": None}]}  # fmt: skip
+    (tmp_path / "retry").mkdir()
+    (tmp_path / "retry" / "experiment.json").write_text(json.dumps(stale))
+    out = sweep(args, tmp_path, ray_address)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    record = json.loads((tmp_path / "retry" / "experiment.json").read_text())
+    assert record["status"] == "completed" and record["grace_period"] == 10 and len(record["sessions"]) == 1
+    # --restart starts afresh and keeps the old experiment, whole, under a new name.
+    old_files = tree(tmp_path / "retry")
+    again = sweep([*args, "--restart"], tmp_path, ray_address)
+    assert again.returncode == 0 and "--restart: the previous experiment is kept at" in again.stdout, again.stderr[-2000:]
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith("retry-old-")]
+    assert tree(kept) == old_files
+    assert json.loads((tmp_path / "retry" / "experiment.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{free}", "no-such-host.invalid:6379", "ray://127.0.0.1:10001"])
+def test_unreachable_or_client_address_exits_2_with_one_line_quickly(address, tmp_path):
+    address = address.format(free=free_ports(1)[0])  # a port where nothing listens
+    started = time.monotonic()
+    out = sweep(["--grid", "quick", "--max-steps", "10", "--eval-every", "10"], tmp_path / "r", address, timeout=90)
+    assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-2000:])
+    assert len(out.stderr.strip().splitlines()) == 1 and address in out.stderr, out.stderr
+    assert time.monotonic() - started < 60  # the probe gives up after 10 s (a hang was minutes); the rest is imports
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_running_sweep_within_seconds_and_writes_its_frames(sig, tmp_path, ray_address):
+    """Also: the frames are live. While the sweep runs they are rewritten at the status pace, and the
+    analysis runs on them, noting the trials still running."""
+    args = ["--grid", "quick", "--max-steps", "100000", "--eval-every", "10", "--name", "stopped"]
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--status-every", "1", "--storage", str(tmp_path),
+           "--address", ray_address]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=sweep_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    exp = tmp_path / "stopped"
+
+    def live_frames():
+        if proc.poll() is not None:
+            return True
+        try:
+            return len(pd.read_parquet(exp / "history.parquet")) >= 2
+        except (OSError, ValueError):
+            return False
+
+    try:
+        # Events, not timers: frames with reports in them are on disk while the sweep runs.
+        wait_for(live_frames, 180, "live frames")
+        assert proc.poll() is None, proc.communicate()
+        live = pd.read_parquet(exp / "trials.parquet")
+        assert set(live["stop_reason"]) == {"running"}
+        script = [sys.executable, str(REPO / "analysis" / "plot_convergence.py"), str(exp), "--out", str(tmp_path / "a")]
+        analysed = subprocess.run(script, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "MPLBACKEND": "Agg"})
+        assert analysed.returncode == 0, analysed.stderr[-2000:]
+        assert "trials still running" in analysed.stdout
+        assert proc.poll() is None
+        stopped_at = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-2000:])
+    # A status line about every second (--status-every 1): their clocks never repeat and never skip far.
+    clocks = [line.split()[1].rstrip("]") for line in out.splitlines() if line.startswith("[stopped ")]
+    seconds = [int(h) * 3600 + int(m) * 60 + int(x) for h, m, x in (c.split(":") for c in clocks)]
+    assert len(seconds) >= 3 and all(1 <= b - a <= 20 for a, b in zip(seconds, seconds[1:])), clocks
+    assert took < 30, took
+    assert "Traceback" not in err, err[-3000:]
+    assert "rerun the same command" in out
+    record = json.loads((tmp_path / "stopped" / "experiment.json").read_text())
+    assert record["status"] == "interrupted"
+    history, trials = frames(tmp_path / "stopped")
+    assert len(history) >= 1 and "running" in set(trials["stop_reason"])
+
+
+def test_imports_run_one_way():
+    """sweep (the CLI) -> runner -> record -> settings: nothing below the CLI imports it back."""
+    code = "import sys, tune_adder.runner, tune_adder.record; print(sorted(m for m in sys.modules if m == 'tune_adder.sweep'))"
+    out = subprocess.run([sys.executable, "-c", code], env=sweep_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]

@@ -179,6 +179,9 @@ def test_cli_probe_prints_how_far_the_model_generalises():
         (["--batch-size", "0"], "batch_size=0"),
         (["--steps", "0"], "steps=0"),
         (["--steps", "ten"], "steps='ten'"),
+        (["--device", "meta"], "device='meta'"),  # a torch device, but not one to train on
+        (["--device", "mps"], "device='mps'"),
+        (["--device", "xpu"], "device='xpu'"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
@@ -206,3 +209,39 @@ def test_loss_is_cross_entropy_over_every_position():
     logits, total = torch.randn(6, 9, 16) * 5, torch.randint(0, 16, (6, 9))
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 16), total.reshape(-1))
     assert torch.allclose(_loss(logits, total), expected, rtol=1e-6, atol=1e-6)
+
+
+def _cli_limited(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    """The CLI with an 8 GiB address-space cap, so a run that does allocate fails fast instead of swapping the box."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    cmd = [sys.executable, "-m", "tune_adder.train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout, preexec_fn=cap, env=ENV)
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [(["--digits", "100000"], "digits"), (["--eval-size", "1000000000"], "eval_size"), (["--batch-size", "100000000"], "batch_size")],
+    ids=["digits", "eval-size", "batch-size"],
+)
+def test_cli_refuses_a_run_too_big_for_this_machine_before_allocating(args, field):
+    done = _cli_limited(*args, "--steps", "10")
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "memory" in lines[0] and field in lines[0], lines
+
+
+@pytest.mark.parametrize("where", ["a-folder", "empty", "under-a-file", "unwritable"])
+def test_cli_checks_save_state_before_training(where, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    target = {"a-folder": str(tmp_path), "empty": "", "under-a-file": str(tmp_path / "afile" / "s.pt"),
+              "unwritable": "/proc/tune_adder_state/s.pt"}[where]
+    before = sorted(tmp_path.rglob("*"))
+    done = _cli_limited("--digits", "3", "--steps", "300", "--eval-every", "100", "--save-state", target)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "save_state" in lines[0], lines  # one line, before the progress bar starts
+    assert sorted(tmp_path.rglob("*")) == before

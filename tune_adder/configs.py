@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from tune_adder.frames import pack_members
-from tune_adder.metrics import PACK_LRS, PACK_SEEDS
+from tune_adder.metrics import PACK_SEEDS
 from tune_adder.model import ModelConfig
 from tune_adder.train import TrainConfig
 

@@ -7,7 +7,6 @@ changing and leaves the batch, and the pack runs until every member has ended.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, fields
 from typing import Iterator

@@ -1,24 +1,26 @@
 """Run a validated sweep on Ray Tune: start or join Ray, build or restore the Tuner, write frames and summary.
 
-`tune_adder.sweep` parses the command line and calls `run`; this is where Ray Tune is driven.
+`tune_adder.sweep` parses the command line and calls `run`; this is where Ray Tune is driven. The experiment
+record is `tune_adder.record`, the settings `tune_adder.settings`: neither imports this module or the CLI.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
 import time
-from dataclasses import asdict
 from typing import Any
 
-import pandas as pd
 
-from tune_adder import spaces
-from tune_adder.frames import ERROR, TERMINATED, best_trials, pack_list
-from tune_adder.metrics import CONFIG_COLUMNS, METRIC, MODE, PACK_LRS, PACK_SEEDS, STEP
-from tune_adder.results import HISTORY_FILE, TRIALS_FILE, write_frames
+from tune_adder import spaces, testhooks
+from tune_adder.frames import ERROR, best_trials, pack_list
+from tune_adder.metrics import CONFIG_COLUMNS, METRIC, MODE, PACK_SEEDS, STEP
+from tune_adder.results import HISTORY_FILE, TRIALS_FILE, LiveFrames, write_frames
 from tune_adder.storage import Storage
-from tune_adder.sweep import EXPERIMENT_FILE, OPTUNA_FILE, RESUME_KEYS, Settings, UsageError, now
+from tune_adder.record import COMPLETED, FAILED, INTERRUPTED, PARTIAL, check_same_settings, finish_record, read_record, start_record
+from tune_adder.settings import EXPERIMENT_FILE, INTERRUPTED_EXIT, OPTUNA_FILE, Settings, UsageError
 
 # Save Tune's experiment state at least this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
@@ -26,6 +28,8 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Forced state snapshots after checkpoints are what make a kill -9 cheap here: do not warn about them.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# A failed trial is one line from FailureLines below, not Ray's traceback (that stays in its error.txt).
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 import ray  # noqa: E402  (after the environment it reads)
 from ray import tune  # noqa: E402
 
@@ -38,6 +42,7 @@ from tune_adder.trainable import replay_adder, train_adder, train_pack  # noqa: 
 # A cluster that autoscales from zero workers (cluster/config.yaml) has no room for a trial until the
 # autoscaler adds a node; its head exports this (seconds) so a sweep asks for a node and waits for it.
 NODE_WAIT_ENV = "TUNE_ADDER_NODE_WAIT_S"
+PROBE_TIMEOUT_S = 10  # a TCP connect to --address before Ray is asked to join it
 CHECKPOINTS_KEPT = 2  # per trial: the latest and one before it, in case the latest was cut short
 
 
@@ -46,20 +51,23 @@ def run(s: Settings, command: str) -> int:
     storage = Storage.from_arg(s.storage)
     exp_path = storage.path(s.name)
     record = _existing_record(storage, s)
-    if record is not None and record.get("status") == "completed" and not s.restart:
+    if record is not None and record.get("status") == COMPLETED and not s.restart:
         print(f"experiment {s.name} is already complete; nothing to run (--restart starts it afresh)")
         _print_summary(storage, s.name, record)
         return 0
     _start_ray(s)
+    # SIGTERM (a scheduler, `kill`) stops the sweep as Ctrl-C does: Tune ends the trials, saves its state and
+    # the frames are written; without this Ray's own handler would exit at once.
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     try:
         if s.restart and storage.exists(exp_path):
             moved = storage.move_aside(exp_path, "old-" + time.strftime("%Y%m%d-%H%M%S"))
             print(f"--restart: the previous experiment is kept at {moved}")
             record = None
         resume = not s.restart and tune.Tuner.can_restore(exp_path, storage_filesystem=storage.fs)
-        record = _start_record(s, command, record if resume else None)
-        storage.write_json(storage.path(s.name, EXPERIMENT_FILE), record)
         tuner = _restore_tuner(s, storage) if resume else _new_tuner(s, storage)
+        record = start_record(s, command, record if resume else None, ray.__version__)  # once the Tuner is built: no record of a failed start
+        storage.write_json(storage.path(s.name, EXPERIMENT_FILE), record)
         print(f"{'resuming' if resume else 'starting'} sweep {s.name} ({record['num_trials']} trials) in {exp_path}", flush=True)
         session_start = time.time()
         try:
@@ -67,124 +75,80 @@ def run(s: Settings, command: str) -> int:
         finally:
             # Frames are written whatever happened to the trials, errors and interruptions included.
             _, trials = write_frames(storage, s.name)
-            _finish_record(storage, s.name, record, trials, session_start)
+            finish_record(storage, s.name, record, trials, session_start)
     finally:
         ray.shutdown()
     _print_summary(storage, s.name, record)
-    return 0
+    if record["status"] == INTERRUPTED:
+        return INTERRUPTED_EXIT
+    return 1 if record["status"] in (PARTIAL, FAILED) else 0
 
 
 # ---- experiment.json ----------------------------------------------------------------------------
 def _existing_record(storage: Storage, s: Settings) -> dict[str, Any] | None:
-    """The experiment's saved settings; a rerun with different trial settings is refused, not mixed in."""
-    path = storage.path(s.name, EXPERIMENT_FILE)
-    if not storage.exists(path):
-        return None
-    record = storage.read_json(path)
-    if s.restart:
+    """The experiment's record if a rerun may resume it; refuses what is not ours or was run otherwise."""
+    record = read_record(storage, s.name)
+    if record is None or s.restart:
         return record
-    ours = asdict(s)
-    diffs = [f"--{k.replace('_', '-')} {record.get(k)!r} there, {ours[k]!r} now" for k in RESUME_KEYS if record.get(k) != ours[k]]
-    if diffs:
-        raise UsageError(
-            f"experiment {s.name!r} in {s.storage} was run with other settings ({'; '.join(diffs)}); "
-            "rerun it with its own flags, choose another --name, or pass --restart"
-        )
+    if not tune.Tuner.can_restore(storage.path(s.name), storage_filesystem=storage.fs):
+        return None  # a start that failed before Tune saved any trial: it binds nothing, the folder is reused
+    check_same_settings(record, s)
     return record
-
-
-def _start_record(s: Settings, command: str, previous: dict[str, Any] | None) -> dict[str, Any]:
-    """experiment.json for a new run, or the previous one with a new session appended on resume."""
-    session = {"start_time": now(), "end_time": None, "wall_time_s": None, "resumed": previous is not None, "command": command}
-    if previous is not None:
-        previous.update(status="running", end_time=None, wall_time_s=None)
-        previous["sessions"].append(session)
-        return previous
-    settings = asdict(s)
-    return {
-        "name": s.name,
-        "storage": s.storage,
-        "path": Storage.from_arg(s.storage).path(s.name),
-        **{k: settings[k] for k in RESUME_KEYS},
-        "seed_values": list(range(s.seeds)) if s.search == "grid" or s.pack == "seeds" else [0],
-        "ray_trials": _num_ray_trials(s),
-        "search_space": _describe_space(s),
-        "replay_of": Recording.load(s.replay).settings.get("command") if s.replay else None,
-        "num_trials": _num_trials(s),
-        "metric": METRIC,
-        "mode": MODE,
-        "cpus_per_trial": s.cpus_per_trial,
-        "gpus_per_trial": s.gpus_per_trial,
-        "max_failures": s.max_failures,
-        "address": s.address,
-        "ray_version": ray.__version__,
-        "command": command,
-        "files": {"history": HISTORY_FILE, "trials": TRIALS_FILE, "optuna_study": OPTUNA_FILE if _optuna_local(s) else None},
-        "status": "running",
-        "start_time": session["start_time"],
-        "end_time": None,
-        "wall_time_s": None,
-        "sessions": [session],
-    }
-
-
-def _finish_record(storage: Storage, name: str, record: dict[str, Any], trials: pd.DataFrame, session_start: float) -> None:
-    done = len(trials) == record["num_trials"] and trials["status"].isin([TERMINATED, ERROR]).all()
-    end = now()
-    session = record["sessions"][-1]
-    session.update(end_time=end, wall_time_s=round(time.time() - session_start, 2))
-    record.update(
-        status="completed" if done else "interrupted",
-        end_time=end if done else None,
-        wall_time_s=round(sum(x["wall_time_s"] or 0 for x in record["sessions"]), 2) if done else None,
-        trial_counts=trials["stop_reason"].value_counts().to_dict(),
-    )
-    storage.write_json(storage.path(name, EXPERIMENT_FILE), record)
-
-
-def _describe_space(s: Settings) -> dict[str, Any]:
-    if s.search == "optuna" and s.replay:
-        recording = Recording.load(s.replay)
-        return {"digits": s.digits, **{k: recording.values(k) for k in ("lr", "layers", "cell", "hidden", "embed_dim", "batch_size")}}
-    if s.search == "optuna":
-        return {
-            "digits": s.digits, "lr": {"loguniform": list(spaces.OPTUNA_LR)}, "layers": {"randint_inclusive": list(spaces.OPTUNA_LAYERS)},
-            "cell": list(spaces.CELLS), "hidden": list(spaces.OPTUNA_HIDDEN), "embed_dim": list(spaces.OPTUNA_EMBED),
-            "batch_size": list(spaces.OPTUNA_BATCH),
-        }  # fmt: skip
-    return {"configs": [dict(c) for c in spaces.get_grid(s.grid).configs]}
-
-
-def _num_trials(s: Settings) -> int:
-    """Rows of trials.parquet when done: one per (config, seed), packed or not."""
-    if s.search == "optuna":
-        return s.num_samples * (s.seeds if s.pack == "seeds" else 1)
-    return len(spaces.get_grid(s.grid).configs) * s.seeds
-
-
-def _num_ray_trials(s: Settings) -> int:
-    return s.num_samples if s.search == "optuna" else len(_grid_points(s))
 
 
 # ---- Ray ----------------------------------------------------------------------------------------
 def _start_ray(s: Settings) -> None:
     """Join --address, or start a local Ray sized to this machine; refuse trials the cluster cannot hold."""
     logging.getLogger("ray").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete": we list them ourselves
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
+    hooks = testhooks.forwarded_env()  # empty outside the tests
+    if hooks:
+        quiet["runtime_env"] = {"env_vars": hooks}
     if s.address is None:
         import torch
 
         cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
         _check_fits(s, cpus, gpus)  # before starting anything
         ray.init(address="local", num_cpus=cpus, num_gpus=gpus, **quiet)
+        _private_token()
         return
     quiet.pop("include_dashboard")  # the cluster's dashboard is the cluster's business
-    ray.init(address=s.address, **quiet)
+    _probe(s.address)
+    try:
+        ray.init(address=s.address, **quiet)
+    except ConnectionError as e:  # "auto" with no cluster on this machine, or a GCS that went away
+        raise UsageError(f"--address {s.address!r}: could not join a Ray cluster ({str(e).splitlines()[0]})") from None
     try:
         _wait_for_room(s, float(os.environ.get(NODE_WAIT_ENV) or 0))
     except UsageError:
         ray.shutdown()
         raise
+
+
+def _private_token() -> None:
+    """Ray 2.60 writes its auth token (~/.ray/auth_token) readable by every user: make it the owner's only.
+
+    The token is what guards the local Ray's ports, which Ray 2.60 opens on every interface (README).
+    """
+    token = os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    if os.path.isfile(token) and os.stat(token).st_uid == os.getuid():
+        os.chmod(token, 0o600)
+
+
+def _probe(address: str) -> None:
+    """Fail fast when nothing listens at HOST:PORT: ray.init would retry the GCS for many minutes, deaf to signals."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray finds the address itself and fails fast if there is none
+    host = host.strip("[]")  # [::1]:6379
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise UsageError(
+            f"--address {address!r}: nothing answers at {host} port {port} ({e.strerror or e}); check that a Ray head "
+            "runs there (`ray status` on it), that the port is its GCS port (6379 unless set) and that no firewall is between"
+        ) from None
 
 
 def _wait_for_room(s: Settings, wait_s: float) -> None:
@@ -238,31 +202,11 @@ def _grid_search(s: Settings) -> tuple[dict[str, Any], Any, int]:
     """The grid's configs x seeds as explicit points: a grid need not be a full cross product (the seed grid)."""
     from ray.tune.search import BasicVariantGenerator
 
-    points = _grid_points(s)
+    points = spaces.grid_points(s.grid, s.seeds, s.pack)
     keys = sorted({k for p in points for k in p})
     # Tune wants every point's key declared in the space; the points then fix every value.
     space = {k: tune.choice(sorted({p[k] for p in points if k in p}, key=str)) for k in keys}
     return {**space, **_constants(s)}, BasicVariantGenerator(points_to_evaluate=points), len(points)
-
-
-def _grid_points(s: Settings) -> list[dict[str, Any]]:
-    """One point per Ray trial: a config and seed, or a trial pack (a config under all seeds, or also all its lrs)."""
-    configs = spaces.get_grid(s.grid).configs
-    seeds = pack_list(range(s.seeds))
-    if s.pack == "seeds":
-        return [{**cfg, PACK_SEEDS: seeds} for cfg in configs]
-    if s.pack == "lr,seeds":
-        groups: dict[tuple, dict[str, Any]] = {}  # configs equal but for lr, in the grid's order
-        for cfg in configs:
-            rest = {k: v for k, v in cfg.items() if k != "lr"}
-            groups.setdefault(tuple(sorted(rest.items())), {**rest, PACK_LRS: [], PACK_SEEDS: seeds})[PACK_LRS].append(cfg["lr"])
-        return [{**group, PACK_LRS: pack_list(group[PACK_LRS])} for group in groups.values()]
-    return [{**cfg, "seed": seed} for seed in range(s.seeds) for cfg in configs]  # whole seed replicas first
-
-
-
-def _optuna_local(s: Settings) -> bool:
-    return s.search == "optuna" and Storage.from_arg(s.storage).is_local
 
 
 def _optuna_search(s: Settings, storage: Storage) -> tuple[dict[str, Any], Any, int]:
@@ -300,7 +244,8 @@ def _scheduler(s: Settings):
 
 
 def _run_config(s: Settings, storage: Storage) -> tune.RunConfig:
-    callbacks = [] if s.quiet else [StatusLine(s.name, s.status_every)]
+    callbacks = [FailureLines(s.max_failures), LiveFrames(storage, s.name, s.status_every)]
+    callbacks += [] if s.quiet else [StatusLine(s.name, s.status_every)]
     if s.replay:
         # A replay's trials last milliseconds: Tune's TensorBoard and CSV loggers cost more than the trials
         # (144 replayed trials: 89 s with them, 55 s without). Keep only result.json, which the frames read.
@@ -369,8 +314,33 @@ class StatusLine(tune.Callback):
             self.last = time.time()
             print(status_line(self.name, trials, time.time() - self.started), flush=True)
 
+
+
+class FailureLines(tune.Callback):
+    """One line per failure of a trial: whether Ray retries it, and where its error log is (quiet or not)."""
+
+    def __init__(self, max_failures: int) -> None:
+        self.max_failures = max_failures
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        print(
+            f"trial {trial.trial_id} failed ({_short_config(trial.config)}); retrying it from its last checkpoint "
+            f"(retry {trial.num_failures} of {self.max_failures}); error log: {_error_log(trial)}",
+            flush=True,
+        )
+
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        print(f"trial {trial.trial_id} failed ({_short_config(trial.config)}); Ray retries it from its checkpoint if retries are left", flush=True)
+        tries = "no retries left" if self.max_failures == 0 else f"no retries left after {self.max_failures}"
+        print(
+            f"trial {trial.trial_id} failed for good ({_short_config(trial.config)}; {tries}, see --max-failures); "
+            f"error log: {_error_log(trial)}",
+            flush=True,
+        )
+
+
+def _error_log(trial) -> str:
+    """The trial's error.txt (Ray appends every failure's traceback to it), in the experiment's storage."""
+    return f"{trial.storage.trial_fs_path}/error.txt"
 
 
 def _short_config(config: dict[str, Any]) -> str:
@@ -390,6 +360,13 @@ def status_line(name: str, trials: list, elapsed: float) -> str:
     return f"{head} | best {METRIC} {best.last_result[METRIC]:.3f} at step {best.last_result.get(STEP)} ({_short_config(best.config)})"
 
 
+def _trial_folders(storage: Storage, name: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    infos = storage.fs.get_file_info(pafs.FileSelector(storage.path(name)))
+    return [i.path for i in infos if i.type == pafs.FileType.Directory]
+
+
 def _print_summary(storage: Storage, name: str, record: dict[str, Any]) -> None:
     trials = storage.read_parquet(storage.path(name, TRIALS_FILE))
     counts = ", ".join(f"{n} {k}" for k, n in trials["stop_reason"].value_counts().items())
@@ -400,5 +377,12 @@ def _print_summary(storage: Storage, name: str, record: dict[str, Any]) -> None:
     exp_path = storage.path(name)
     print(f"\nresults: {exp_path}/{HISTORY_FILE} (every evaluation), {exp_path}/{TRIALS_FILE} (one row per trial)")
     print(f"plot them: python analysis/plot_convergence.py {exp_path}")
-    if record.get("status") != "completed":
+    failed = trials[trials["status"] == ERROR]
+    if len(failed):
+        print(f"{len(failed)} trials failed (stop_reason error); their logs:")
+        for row in failed.itertuples():
+            (folder,) = [t for t in _trial_folders(storage, name) if row.trial_id in t] or [exp_path]
+            print(f"  {row.trial_id}: {folder}/error.txt")
+        print("rerun the same command to retry them from their last checkpoints")
+    elif record.get("status") != COMPLETED:
         print("the sweep did not finish: rerun the same command to continue it")

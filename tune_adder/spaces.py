@@ -82,6 +82,25 @@ def get_grid(name: str) -> Grid:
     return GRIDS[name]
 
 
+def grid_points(name: str, seeds: int, pack: str = "none") -> list[dict[str, Any]]:
+    """One flat config per Ray trial of grid `name` under seeds 0..seeds-1: a config and seed (whole seed replicas
+    first), or a trial pack, a config under all seeds ("seeds") or the configs that differ only in lr ("lr,seeds")."""
+    from tune_adder.frames import pack_list  # the packs' config encoding, next to its reader
+    from tune_adder.metrics import PACK_LRS, PACK_SEEDS
+
+    configs = get_grid(name).configs
+    if pack == "none":
+        return [{**cfg, "seed": seed} for seed in range(seeds) for cfg in configs]
+    seed_list = pack_list(range(seeds))
+    if pack == "seeds":
+        return [{**cfg, PACK_SEEDS: seed_list} for cfg in configs]
+    groups: dict[tuple, list] = {}  # "lr,seeds": configs equal but for lr, in the grid's order
+    for cfg in configs:
+        rest = {k: v for k, v in cfg.items() if k != "lr"}
+        groups.setdefault(tuple(sorted(rest.items())), [rest, []])[1].append(cfg["lr"])
+    return [{**rest, PACK_LRS: pack_list(lrs), PACK_SEEDS: seed_list} for rest, lrs in groups.values()]
+
+
 # --search optuna: the sampled factors, at one operand length chosen by --digits.
 OPTUNA_LR = (1e-4, 0.3)  # log-uniform
 OPTUNA_LAYERS = (1, 4)  # inclusive

@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 import pyarrow.fs as pafs
 
+from tune_adder.paths import check_can_write_under
+
 
 @dataclass(frozen=True)
 class Storage:
@@ -33,6 +35,11 @@ class Storage:
             return cls(fs, root.rstrip("/"), arg.rstrip("/"))
         root = os.path.abspath(os.path.expanduser(arg))
         return cls(pafs.LocalFileSystem(), root, root)
+
+    def check_writable(self) -> None:
+        """Raise ValueError unless a local root is, or can be made as, a folder we can write; remote roots are not probed."""
+        if self.is_local:
+            check_can_write_under(self.root)
 
     @property
     def is_local(self) -> bool:

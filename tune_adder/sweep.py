@@ -7,62 +7,13 @@ same command resumes a crashed sweep, and a finished one only prints its summary
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import shlex
 import sys
-from dataclasses import dataclass
 from typing import Any, Sequence
 
+from tune_adder.settings import INTERRUPTED_EXIT, PACKS, SCHEDULERS, SEARCHES, Settings, UsageError
 from tune_adder.spaces import GRIDS, get_grid
 from tune_adder.storage import Storage
-
-SEARCHES = ("grid", "optuna")
-SCHEDULERS = ("fifo", "asha")
-# --pack: what one Ray trial trains as one batched model. "seeds": a config under all its seeds;
-# "lr,seeds": a grid's configs that differ only in lr, under all seeds (grid and FIFO only: ASHA and
-# Optuna must judge each lr on its own).
-PACKS = ("none", "seeds", "lr,seeds")
-EXPERIMENT_FILE = "experiment.json"
-OPTUNA_FILE = "optuna.db"
-# Settings that define an experiment's trials: a rerun must match them to resume it.
-RESUME_KEYS = (
-    "grid", "search", "scheduler", "seeds", "num_samples", "digits", "max_steps", "stop_when_solved",
-    "grace_period", "reduction_factor", "eval_every", "eval_size", "checkpoint_every", "pack", "replay",
-)  # fmt: skip
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported as one line and exit code 2, before anything starts."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """A validated sweep command."""
-
-    grid: str | None
-    search: str
-    scheduler: str
-    seeds: int
-    pack: str
-    replay: str | None
-    num_samples: int | None
-    digits: int | None
-    max_steps: int
-    stop_when_solved: bool
-    grace_period: int
-    reduction_factor: float
-    eval_every: int
-    eval_size: int
-    checkpoint_every: int
-    cpus_per_trial: float
-    gpus_per_trial: float
-    max_failures: int
-    address: str | None
-    storage: str
-    name: str
-    restart: bool
-    status_every: float
-    quiet: bool
 
 
 class _Parser(argparse.ArgumentParser):
@@ -149,11 +100,20 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     _require(a.reduction_factor > 1, f"--reduction-factor {a.reduction_factor:g} is not valid; it must be > 1")
     _require(a.max_failures >= 0, f"--max-failures {a.max_failures} is not valid; it must be >= 0")
     _require(a.status_every > 0, f"--status-every {a.status_every:g} is not valid; it must be > 0 seconds")
+    _require(
+        not (a.address or "").startswith("ray://"),
+        f"--address {a.address!r}: Ray Client (ray://) is not supported; run the sweep on the cluster itself "
+        "(ray job submit ... -- python -m tune_adder.sweep --address auto) or give the head's HOST:PORT",
+    )
     _require(bool(a.storage), "--storage must not be empty; give a folder or a URI such as s3://bucket/prefix")
     try:
-        Storage.from_arg(a.storage)
-    except Exception as e:  # pyarrow names the unsupported scheme
-        raise UsageError(f"--storage {a.storage!r} is not usable: {e}") from None
+        Storage.from_arg(a.storage).check_writable()
+    except Exception as e:  # pyarrow names the unsupported scheme (for hdfs:// in 89 lines of libjvm search: the first)
+        raise UsageError(f"--storage {a.storage!r} is not usable: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    _require(
+        a.scheduler != "asha" or a.grace_period <= a.max_steps,
+        f"--grace-period {a.grace_period} is more than --max-steps {a.max_steps}: ASHA could never cut a trial; use at most {a.max_steps}",
+    )
     if a.replay is not None:
         _check_replay(a)
     values = vars(a)
@@ -193,10 +153,6 @@ def command_line(argv: Sequence[str] | None) -> str:
     return shlex.join(["python", "-m", "tune_adder.sweep", *args])
 
 
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
@@ -210,10 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"tune_adder.sweep: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside Tune's own handler: frames are written by then
+        print(f"tune_adder.sweep: interrupted; rerun the same command to continue {settings.name}", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, so its UsageError is the class the runner raises (not __main__'s copy).
-    from tune_adder.sweep import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

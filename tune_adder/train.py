@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tune_adder import generalisation, metrics, probes
 from tune_adder.data import AdderBatch, carry_chain_batch, make_batch, training_batch
 from tune_adder.model import AdderRNN, ModelConfig, _check_int
+from tune_adder.paths import check_can_write_under
 
 # The held-out sets are drawn once from this seed, whatever the training seed: every trial of a
 # sweep is scored on the same sums.
@@ -363,10 +364,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=_int_or_raw, default=t.eval_every, help="steps between evaluations (default %(default)s)")
     p.add_argument("--eval-size", type=_int_or_raw, default=t.eval_size, help="held-out sums (default %(default)s)")
     p.add_argument("--seed", type=_int_or_raw, default=t.seed, help="seeds model init, data and dropout (default %(default)s)")
-    p.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    p.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N, of those this machine has (default %(default)s)")
     p.add_argument("--threads", type=_int_or_raw, default=1, help="CPU threads for PyTorch (default %(default)s; see README)")
     p.add_argument("--stop-when-solved", action="store_true", help=f"stop after {metrics.SOLVED_PATIENCE} evaluations in a row at exact match 1.0")
-    p.add_argument("--save-state", type=Path, help="write the final trainer state here (resumable with load_state)")
+    p.add_argument("--save-state", help="write the final trainer state here (resumable with load_state); checked before training")
     p.add_argument("--probe", action="store_true", help="at the end, probe length generalisation up to 10,000 digits (a few seconds)")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object on the last line")
     return p
@@ -389,9 +390,79 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     )
     if isinstance(args.threads, bool) or not isinstance(args.threads, int) or args.threads < 1:
         raise ValueError(f"threads={args.threads!r}: must be an integer >= 1")
-    if train_cfg.device != "auto" and resolve_device(train_cfg.device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={train_cfg.device!r}: CUDA is not available here; use 'auto' or 'cpu'")
+    _check_device_exists(train_cfg.device)
+    check_fits_in_memory(model_cfg, train_cfg)
+    if args.save_state is not None:
+        _check_save_path(args.save_state)
     return model_cfg, train_cfg
+
+
+def _devices_here() -> list[str]:
+    return ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else [])
+
+
+def _check_device_exists(device: str) -> None:
+    """Only CPU and this machine's CUDA devices train: meta, mps, xpu and absent GPUs are refused up front."""
+    if device in _devices_here():
+        return
+    raise ValueError(f"device={device!r}: must be a device this machine has: {', '.join(_devices_here())}")
+
+
+def _check_save_path(path: str) -> None:
+    """--save-state is checked before training, so a bad destination never costs the run."""
+    if not path:
+        raise ValueError("save_state='': must be a file path such as state.pt")
+    if os.path.isdir(path):
+        raise ValueError(f"save_state={path!r}: is a folder; must be a file path such as {os.path.join(path, 'state.pt')}")
+    try:
+        check_can_write_under(path)
+    except ValueError as e:
+        raise ValueError(f"save_state={path!r}: must be writable, but {e}") from None
+
+
+def memory_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, int]:
+    """Rough peak bytes of a run, by part: a training step, the held-out sets, one evaluation chunk.
+
+    Per (row x position) cell a step keeps the one-hot digits, embeddings, each layer's gates and outputs
+    and the logits (float32) for the backward pass, about as much again for gradients, and the int64 digit
+    tensors of data generation. Deliberately simple: it is there to refuse runs off by orders of magnitude.
+    """
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[model_cfg.cell]
+    forward = 4 * (2 * model_cfg.base + 2 * model_cfg.embed_dim + model_cfg.layers * model_cfg.hidden * (gates + 2) + 4 * model_cfg.base)
+    positions = train_cfg.digits + 1
+    held_out = 3 * 8 * (train_cfg.eval_size * positions + train_cfg.probe_size * (positions + 2 * train_cfg.digits + 1))
+    return {
+        "training step": train_cfg.batch_size * positions * (2 * forward + 64),
+        "held-out sets": 2 * held_out,  # the sets plus their temporaries while they are drawn
+        # no_grad: only a layer's input and output live at once
+        "evaluation chunk": EVAL_CHUNK_CELLS * 4 * (6 * model_cfg.base + 2 * model_cfg.embed_dim + 2 * model_cfg.hidden),
+    }
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a run on `device` now (None when unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_fits_in_memory(model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+    """Refuse, before anything is allocated, a run whose estimate exceeds the memory free here."""
+    parts = memory_estimate(model_cfg, train_cfg)
+    free = available_memory(resolve_device(train_cfg.device))
+    if free is None or sum(parts.values()) <= free:
+        return
+    gib = lambda n: f"{n / 2**30:.3g} GiB"  # noqa: E731
+    detail = ", ".join(f"{k} {gib(v)}" for k, v in parts.items())
+    raise ValueError(
+        f"digits={train_cfg.digits}, batch_size={train_cfg.batch_size}, eval_size={train_cfg.eval_size}: the run needs about "
+        f"{gib(sum(parts.values()))} of memory ({detail}) but {gib(free)} is free here; lower them"
+    )
 
 
 def _json_safe(row: dict) -> dict:
@@ -420,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(loss=f"{last.train_loss:.4f}", exact=f"{last.val_exact_match:.3f}")
     wall = time.perf_counter() - started
     if args.save_state is not None:
-        save_state(trainer.state_dict(), args.save_state)
+        save_state(trainer.state_dict(), Path(args.save_state))
     print(
         f"{trainer.stopped_reason} after {last.step} steps in {wall:.1f} s on {trainer.device}: "
         f"val_exact_match {last.val_exact_match:.4f}, val_digit_acc {last.val_digit_acc:.4f}, "

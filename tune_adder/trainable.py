@@ -17,6 +17,7 @@ import ray
 import torch
 from ray import tune
 
+from tune_adder import testhooks
 from tune_adder.configs import CHECKPOINT_EVERY, allowed_keys, to_configs, to_pack_configs  # noqa: F401 (re-exported)
 from tune_adder.frames import STOP_REASON_KEY, member_key
 from tune_adder.metrics import EVAL_METRICS, MEMBERS
@@ -93,6 +94,7 @@ def train_adder(config: dict[str, Any]) -> None:
         report = {**last.as_dict(), STOP_REASON_KEY: "running", **_placement(device)}
         ckpt = _checkpoint(trainer, {STOP_REASON_KEY: "running", "metrics": report}) if n % checkpoint_every == 0 else None
         _report(report, ckpt)
+        testhooks.after_report(config, last.step)  # does nothing outside the tests
     final = {**(last.as_dict() if last else meta["metrics"]), STOP_REASON_KEY: trainer.stopped_reason, **_placement(device)}
     final.update(trainer.probe())  # how far past its trained length the finished model adds
     _report(final, _checkpoint(trainer, {STOP_REASON_KEY: trainer.stopped_reason, "metrics": final}))
@@ -144,6 +146,7 @@ def train_pack(config: dict[str, Any]) -> None:
         report = {**pack_mean(latest), MEMBERS: members, STOP_REASON_KEY: "running", **_placement(device)}
         ckpt = _checkpoint(None, meta_of(report, "running"), trainer.state_dict()) if n % checkpoint_every == 0 else None
         _report(report, ckpt)
+        testhooks.after_report(config, trainer.step)  # does nothing outside the tests
     members = {keys[i]: {**latest[i], STOP_REASON_KEY: trainer.stopped_reasons[i], **trainer.probe(i)} for i in range(trainer.k)}
     final = {**pack_mean(latest), MEMBERS: members, STOP_REASON_KEY: "completed", **_placement(device)}
     _report(final, _checkpoint(None, meta_of(final, "completed"), trainer.state_dict()))

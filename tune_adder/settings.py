@@ -1,0 +1,65 @@
+"""A validated sweep command (`Settings`), its one-line error and the names the sweep's modules share.
+
+`tune_adder.sweep` builds it from the command line; `runner` and `record` read it. Imports run one way:
+sweep -> runner -> record -> settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+INTERRUPTED_EXIT = 130  # the shell's code for Ctrl-C; SIGTERM is handled as Ctrl-C
+SEARCHES = ("grid", "optuna")
+SCHEDULERS = ("fifo", "asha")
+# --pack: what one Ray trial trains as one batched model. "seeds": a config under all its seeds;
+# "lr,seeds": a grid's configs that differ only in lr, under all seeds (grid and FIFO only: ASHA and
+# Optuna must judge each lr on its own).
+PACKS = ("none", "seeds", "lr,seeds")
+EXPERIMENT_FILE = "experiment.json"
+OPTUNA_FILE = "optuna.db"
+# Settings that define an experiment's trials: a rerun must match them to resume it.
+RESUME_KEYS = (
+    "grid", "search", "scheduler", "seeds", "num_samples", "digits", "max_steps", "stop_when_solved",
+    "grace_period", "reduction_factor", "eval_every", "eval_size", "checkpoint_every", "pack", "replay",
+)  # fmt: skip
+# What an experiment recorded before a resume key existed had: its value then (a rerun still matches it).
+RESUME_DEFAULTS = {"pack": "none", "replay": None}
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line and exit code 2, before anything starts."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated sweep command."""
+
+    grid: str | None
+    search: str
+    scheduler: str
+    seeds: int
+    pack: str
+    replay: str | None
+    num_samples: int | None
+    digits: int | None
+    max_steps: int
+    stop_when_solved: bool
+    grace_period: int
+    reduction_factor: float
+    eval_every: int
+    eval_size: int
+    checkpoint_every: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_failures: int
+    address: str | None
+    storage: str
+    name: str
+    restart: bool
+    status_every: float
+    quiet: bool
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
