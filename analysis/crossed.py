@@ -21,7 +21,11 @@ NEVER_COLUMNS = ("digits", "cell", "lr", "layers", "n_seeds", "best_val_exact_ma
 
 
 def is_crossed(trials: pd.DataFrame) -> bool:
-    """Every (cell, lr, layers) combination ran at every digit length, each factor with two or more values."""
+    """Every (cell, lr, layers) combination finished at every digit length (for at least one seed), each factor with
+    two or more values; a sweep still running qualifies once every combination has finished somewhere."""
+    trials = trials[~trials["stop_reason"].isin(UNFINISHED)]
+    if trials.empty:
+        return False
     sizes = [len(varied(trials, c)) for c in ("digits", *FACTORS)]
     combos = trials.groupby(["digits", *FACTORS]).ngroups
     return min(sizes[1:]) >= 2 and combos == int(np.prod(sizes))

@@ -107,6 +107,9 @@ def heatmap_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntr
         skipped.append("heatmap_steps_to_solve: the sweep varied neither lr nor layers")
         return []
     frame, chosen = solve_heatmap(trials)
+    if frame.empty:
+        skipped.append("heatmap_steps_to_solve: no finished trial yet (" + "; ".join(chosen.notes) + ")")
+        return []
     held = _held(chosen) or "nothing else varied"
     fig = draw.heatmap_figure(frame, f"Median steps to solve over seeds\nheld fixed: {held}")
     save_figure(fig, frame, out, "heatmap_steps_to_solve")

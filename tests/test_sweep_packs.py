@@ -16,7 +16,7 @@ from tune_adder.configs import to_configs
 from tune_adder.metrics import EVAL_METRICS, MEMBERS, PROBE_COLUMNS
 from tune_adder.train import fit
 
-QUICK = ["--grid", "quick", "--seeds", "2", "--max-steps", "40", "--eval-every", "20"]
+QUICK = ["--grid", "quick", "--seeds", "3", "--max-steps", "40", "--eval-every", "20"]
 EVAL_SIZE = 100  # tests.test_sweep.TINY
 
 
@@ -39,25 +39,27 @@ def assert_solo_curves(history: pd.DataFrame, trials: pd.DataFrame, picks: list[
 
 
 def test_pack_seeds_frames_are_one_trial_per_config_and_seed_with_solo_curves(tmp_path, ray_address):
+    """The quick grid under 3 seeds, packed: every one of its 24 (config, seed) rows has the curve the same sweep
+    without packs gives it (a trial without packs is exactly a solo Trainer run, deterministic on CPU)."""
     out = sweep([*QUICK, "--pack", "seeds"], tmp_path, ray_address)
     assert out.returncode == 0, out.stderr[-3000:]
     exp = only_experiment(tmp_path)
-    assert exp.name == "quick-fifo-seeds2-steps40-packseeds"
+    assert exp.name == "quick-fifo-seeds3-steps40-packseeds"
     history, trials = frames(exp)
     configs = spaces.get_grid("quick").configs
-    assert len(trials) == 2 * len(configs) and trials["trial_id"].is_unique
-    assert sorted(trials["seed"].value_counts().to_dict().items()) == [(0, len(configs)), (1, len(configs))]
+    assert len(trials) == 3 * len(configs) and trials["trial_id"].is_unique
+    assert sorted(trials["seed"].value_counts().to_dict().items()) == [(s, len(configs)) for s in range(3)]
     assert set(trials["stop_reason"]) == {"completed"} and trials[list(PROBE_COLUMNS)].notna().all().all()
     assert len(history) == 2 * len(trials)
-    assert_solo_curves(history, trials, picks=[0, 5, len(trials) - 1])
+    assert_solo_curves(history, trials, picks=list(trials.index))
     # Ray saw one trial per config; each report's metrics are the mean over its members.
     dirs = sorted(exp.glob("train_pack_*"))
     assert len(dirs) == len(configs)
     for report in raw_reports(dirs[0]):
         members = report[MEMBERS].values()
-        assert len(members) == 2
-        assert report["val_exact_match"] == pytest.approx(sum(m["val_exact_match"] for m in members) / 2)
-        assert report["val_loss"] == pytest.approx(sum(m["val_loss"] for m in members) / 2)
+        assert len(members) == 3
+        assert report["val_exact_match"] == pytest.approx(sum(m["val_exact_match"] for m in members) / 3)
+        assert report["val_loss"] == pytest.approx(sum(m["val_loss"] for m in members) / 3)
     record = json.loads((exp / "experiment.json").read_text())
     assert record["pack"] == "seeds" and record["num_trials"] == len(trials) and record["ray_trials"] == len(configs)
     assert record["status"] == "completed"
@@ -90,6 +92,27 @@ def test_pack_lr_seeds_packs_the_lrs_and_members_stop_when_solved_on_their_own(t
     # cells, and one held-out sum flipping moves its solve step.)
     slow = ran_on[ran_on["lr"] == 0.003].index[0]
     assert_solo_curves(history, trials, picks=[slow], stop_when_solved=True)
+
+
+def test_asha_stops_whole_packs_on_the_seed_mean(tmp_path, ray_address):
+    args = ["--grid", "quick", "--seeds", "2", "--pack", "seeds", "--scheduler", "asha", "--max-steps", "80",
+            "--eval-every", "10", "--grace-period", "10", "--reduction-factor", "3"]  # fmt: skip
+    out = sweep(args, tmp_path, ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    exp = only_experiment(tmp_path)
+    history, trials = frames(exp)
+    cut = trials[trials["stop_reason"] == "early_stopped"]
+    assert len(cut) >= 2 and (cut["steps_trained"] < 80).all()
+    assert (trials["stop_reason"] == "completed").sum() >= 2
+    pack_of = trials["trial_id"].str.rsplit("_s", n=1).str[0]
+    assert (trials.groupby(pack_of)["stop_reason"].nunique() == 1).all()  # a pack is cut as a whole
+    assert (trials.groupby(pack_of)["steps_trained"].nunique() == 1).all()
+    assert (cut.groupby(pack_of[cut.index]).size() == 2).all()
+    # What ASHA compared at each rung is the pack's reported mean over its seeds.
+    for trial_dir in exp.glob("train_pack_*"):
+        for report in raw_reports(trial_dir):
+            members = report[MEMBERS].values()
+            assert report["val_exact_match"] == pytest.approx(sum(m["val_exact_match"] for m in members) / len(members))
 
 
 def test_optuna_with_pack_seeds_judges_each_sample_on_all_its_seeds(tmp_path, ray_address):
