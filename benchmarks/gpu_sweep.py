@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.out / "gpu_sweep.json", json.dumps({"header": header, "rows": rows}, indent=2))
         _write(args.out / "gpu_sweep.md", table(rows, header, args.smoke))
         archive(args.out)
-    print("\n" + table(rows, header, args.smoke))
+    print(f"table: {args.out / 'gpu_sweep.md'}", flush=True)  # gpu_sweep.sh prints it
     return 0
 
 

@@ -51,9 +51,7 @@ if [[ -f $out/sweep.pgid ]]; then   # the helper was killed while a sweep ran: e
 fi
 "$PYTHON" benchmarks/gpu_sweep.py --out "$out" --archive-only   # a setting killed mid-run: its files into the tar
 [[ $rc == 124 || $rc == 137 ]] && echo "gpu_sweep.sh: stopped after ${GPU_SWEEP_TIMEOUT:-300} s; the table holds the settings that ended"
-if [[ $rc != 0 ]]; then   # the helper prints the table when it ends by itself
-    echo; cat "$out/gpu_sweep.md" 2>/dev/null || echo "gpu_sweep.sh: no setting ended, no table"
-fi
+echo; cat "$out/gpu_sweep.md" 2>/dev/null || echo "gpu_sweep.sh: no setting ended, no table"
 return $rc
 }
 
