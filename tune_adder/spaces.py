@@ -81,9 +81,9 @@ GRIDS: dict[str, Grid] = {
 }
 # gpu-slice (benchmarks/gpu_sweep.sh): a step's cost grows with digits x layers and depends on the cell, not on lr,
 # so it keeps full's four lengths and three cells and its mean depth (2.5) at one lr (0.01; a diverged member
-# would leave its pack early and make packs look cheaper, and no seed-study run diverged). Lengths vary fastest, so any prefix of
-# the grid (a benchmark setting cut at its time share) holds every length about equally. Every config is in full,
-# so a replay of a full-grid dataset serves it.
+# would leave its pack early and make packs look cheaper; no seed-study run diverged). Lengths vary fastest, so
+# any prefix of the grid (a benchmark setting cut at its time share) holds every length about equally. Every config
+# is in full, so a replay of a full-grid dataset serves it.
 
 
 def get_grid(name: str) -> Grid:
