@@ -60,6 +60,20 @@ def test_quick_grid_is_small_and_varies_cell_and_lr():
     assert grid.max_steps < 1000
 
 
+def test_gpu_slice_covers_every_length_and_cell_and_lies_in_full():
+    grid = spaces.get_grid("gpu-slice")
+    configs = grid.configs
+    assert {c["digits"] for c in configs} == {10, 20, 50, 100}
+    assert {c["cell"] for c in configs} == {"RNN", "LSTM", "GRU"}
+    assert sum(c["layers"] for c in configs) / len(configs) == 2.5  # full's mean depth: a step costs ~ digits x layers
+    full = {_key(c) for c in spaces.get_grid("full").configs}
+    assert all(_key(c) in full for c in configs)  # a replay of a full-grid dataset serves it
+    # Lengths vary fastest: every 4 consecutive configs (a setting cut at its time share) hold all four lengths.
+    for i in range(0, len(configs), 4):
+        assert {c["digits"] for c in configs[i : i + 4]} == {10, 20, 50, 100}
+    assert len(configs) == 24 and grid.max_steps < 1000
+
+
 def test_unknown_grid_lists_the_valid_names():
     with pytest.raises(ValueError, match="full, seed, quick"):
         spaces.get_grid("huge")

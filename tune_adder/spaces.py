@@ -1,4 +1,4 @@
-"""Named search spaces of the sweep, each defined once: the `full`, `seed` and `quick` grids and the Optuna space.
+"""Named search spaces of the sweep, each defined once: the `full`, `seed`, `quick` and `gpu-slice` grids and the Optuna space.
 
 A grid is an explicit list of flat trial configs (without `seed` and `max_steps`, which the sweep adds).
 """
@@ -71,8 +71,19 @@ GRIDS: dict[str, Grid] = {
             _unique(_product(digits=(5, 10), cell=("RNN", "GRU"), lr=(0.003, 0.03))),
             max_steps=600,
         ),
+        Grid(
+            "gpu-slice",
+            "a slice of full for throughput benchmarks: every length x cell x 2, 3 layers at lr 0.01, 200 steps (24 configs)",
+            _unique(_product(layers=(2, 3), cell=CELLS, digits=(100, 50, 20, 10), lr=(0.01,))),
+            max_steps=200,
+        ),
     )
 }
+# gpu-slice (benchmarks/gpu_sweep.sh): a step's cost grows with digits x layers and depends on the cell, not on lr,
+# so it keeps full's four lengths and three cells and its mean depth (2.5) at one lr (0.01; a diverged member
+# would leave its pack early and make packs look cheaper; no seed-study run diverged). Lengths vary fastest, so
+# any prefix of the grid (a benchmark setting cut at its time share) holds every length about equally. Every config
+# is in full, so a replay of a full-grid dataset serves it.
 
 
 def get_grid(name: str) -> Grid:

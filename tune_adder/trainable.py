@@ -37,7 +37,7 @@ def _device_and_threads() -> str:
 
 
 def _placement(device: str) -> dict[str, Any]:
-    """Where a report was made (read by the multi-node tests and the GPU packing benchmark)."""
+    """Where a report was made (read by the multi-node tests and the GPU sweep benchmark)."""
     where = {"node_id": ray.get_runtime_context().get_node_id()}
     if device == "cuda":
         where["gpu_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
