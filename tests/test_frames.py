@@ -72,27 +72,33 @@ def test_trials_frame_one_row_per_trial(tmp_path):
 
 
 WRITER = """
-import io, sys
+import io, itertools, sys
 import numpy as np, pandas as pd
 from tune_adder.storage import Storage
 storage, path = Storage.from_arg(sys.argv[1]), sys.argv[1] + "/trials.parquet"
-storage.write_parquet(path, pd.DataFrame({"version": [1]}))
-big = pd.DataFrame({"version": 2, "x": np.random.default_rng(0).random(25_000_000)})  # ~200 MB: a slow write
-buf = io.BytesIO()
-big.to_parquet(buf, index=False)
-print("writing", flush=True)
-storage.write_bytes(path, buf.getvalue())
-print("wrote", flush=True)
-"""
+blobs = []
+for version in (1, 2):  # two large frames (~80 MB each), serialised up front: the loop below only writes
+    buf = io.BytesIO()
+    pd.DataFrame({"version": version, "x": np.random.default_rng(version).random(ROWS)}).to_parquet(buf, index=False)
+    blobs.append(buf.getvalue())
+for n in itertools.count():
+    print("writing", n, flush=True)
+    storage.write_bytes(path, blobs[n % 2])
+""".replace("ROWS", "10_000_000")
 
 
-def test_a_writer_killed_mid_write_leaves_the_previous_frame(tmp_path):
-    """A real process killed while it writes a large frame: the previous copy is read back whole."""
+def test_a_writer_killed_mid_write_leaves_a_whole_frame(tmp_path):
+    """A real process killed while it rewrites a large frame back to back: what is read back is one whole copy."""
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=repo, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(repo)})
-    assert proc.stdout.readline().strip() == "writing"
-    time.sleep(0.05)  # into the write of ~200 MB
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert pd.read_parquet(tmp_path / "trials.parquet")["version"].tolist() == [1]
+    try:
+        while proc.stdout.readline().split() != ["writing", "3"]:  # two whole copies written, a third under way
+            assert proc.poll() is None
+        time.sleep(0.2)  # the writer does nothing but write: it is killed inside a write
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    frame = pd.read_parquet(tmp_path / "trials.parquet")
+    assert len(frame) == 10_000_000 and frame["version"].nunique() == 1
