@@ -44,7 +44,7 @@ def _placement(device: str) -> dict[str, Any]:
     return where
 
 
-def _checkpoint(trainer: Trainer | None, meta: dict[str, Any], state: dict | None = None) -> tune.Checkpoint:
+def _checkpoint(trainer: Trainer | PackTrainer | None, meta: dict[str, Any], state: dict | None = None) -> tune.Checkpoint:
     folder = tempfile.mkdtemp(prefix="tune_adder_ckpt_")
     save_state(state if trainer is None else trainer.state_dict(), os.path.join(folder, STATE_FILE))
     with open(os.path.join(folder, META_FILE), "w") as f:
@@ -144,12 +144,12 @@ def train_pack(config: dict[str, Any]) -> None:
                 latest[i] = {**result.as_dict(), **ids[i]}
                 members[keys[i]] = {**latest[i], STOP_REASON_KEY: trainer.stopped_reasons[i] or "running"}
         report = {**pack_mean(latest), MEMBERS: members, STOP_REASON_KEY: "running", **_placement(device)}
-        ckpt = _checkpoint(None, meta_of(report, "running"), trainer.state_dict()) if n % checkpoint_every == 0 else None
+        ckpt = _checkpoint(trainer, meta_of(report, "running")) if n % checkpoint_every == 0 else None
         _report(report, ckpt)
         testhooks.after_report(config, trainer.step)  # does nothing outside the tests
     members = {keys[i]: {**latest[i], STOP_REASON_KEY: trainer.stopped_reasons[i], **trainer.probe(i)} for i in range(trainer.k)}
     final = {**pack_mean(latest), MEMBERS: members, STOP_REASON_KEY: "completed", **_placement(device)}
-    _report(final, _checkpoint(None, meta_of(final, "completed"), trainer.state_dict()))
+    _report(final, _checkpoint(trainer, meta_of(final, "completed")))
 
 
 # ---- replay -----------------------------------------------------------------------------------
