@@ -3,6 +3,9 @@
 # The metric every search optimises and every "best config" is ranked by.
 METRIC = "val_exact_match"
 MODE = "max"
+# What ASHA may decide on (--asha-metric) and which way is better. Exact match is a step function that sits
+# at 0 early in training, so ASHA's first rungs tie on it; the held-out loss ranks trials from the start.
+ASHA_METRICS = {"val_exact_match": "max", "val_loss": "min"}
 
 # The training-progress axis that ASHA and the plots use.
 STEP = "step"

@@ -16,7 +16,7 @@ from typing import Any
 
 from tune_adder import spaces, testhooks
 from tune_adder.frames import ERROR, best_trials, pack_list
-from tune_adder.metrics import CONFIG_COLUMNS, METRIC, MODE, PACK_SEEDS, STEP
+from tune_adder.metrics import ASHA_METRICS, CONFIG_COLUMNS, METRIC, MODE, PACK_SEEDS, STEP
 from tune_adder.results import HISTORY_FILE, TRIALS_FILE, LiveFrames, write_frames
 from tune_adder.storage import Storage
 from tune_adder.record import COMPLETED, FAILED, INTERRUPTED, PARTIAL, check_same_settings, finish_record, read_record, start_record
@@ -202,7 +202,7 @@ def _grid_search(s: Settings) -> tuple[dict[str, Any], Any, int]:
     """The grid's configs x seeds as explicit points: a grid need not be a full cross product (the seed grid)."""
     from ray.tune.search import BasicVariantGenerator
 
-    points = spaces.grid_points(s.grid, s.seeds, s.pack)
+    points = spaces.grid_points(s.grid, s.seeds, s.pack, s.digits)
     keys = sorted({k for p in points for k in p})
     # Tune wants every point's key declared in the space; the points then fix every value.
     space = {k: tune.choice(sorted({p[k] for p in points if k in p}, key=str)) for k in keys}
@@ -217,7 +217,9 @@ def _optuna_search(s: Settings, storage: Storage) -> tuple[dict[str, Any], Any, 
     if storage.is_local:
         os.makedirs(storage.path(s.name), exist_ok=True)
         study_storage = optuna.storages.RDBStorage(f"sqlite:///{storage.path(s.name, OPTUNA_FILE)}")
-    searcher = ResumableOptunaSearch(sampler=optuna.samplers.TPESampler(seed=0), study_name=s.name, storage=study_storage)
+    searcher = ResumableOptunaSearch(
+        sampler=optuna.samplers.TPESampler(seed=0), study_name=s.name, storage=study_storage, metric=METRIC, mode=MODE
+    )
     seeds = {PACK_SEEDS: pack_list(range(s.seeds))} if s.pack == "seeds" else {"seed": 0}
     space = {**(_recorded_space(s) if s.replay else spaces.optuna_space(s.digits)), **seeds, **_constants(s)}
     return space, searcher, s.num_samples
@@ -237,7 +239,7 @@ def _scheduler(s: Settings):
     if s.scheduler == "asha":
         # stop_last_trials=False: a trial that reaches max_steps ends by itself and reports how it ended.
         return tune.schedulers.ASHAScheduler(
-            time_attr=STEP, max_t=s.max_steps, grace_period=s.grace_period,
+            time_attr=STEP, metric=s.asha_metric, mode=ASHA_METRICS[s.asha_metric], max_t=s.max_steps, grace_period=s.grace_period,
             reduction_factor=s.reduction_factor, stop_last_trials=False,
         )  # fmt: skip
     return tune.schedulers.FIFOScheduler()
@@ -266,9 +268,8 @@ def _run_config(s: Settings, storage: Storage) -> tune.RunConfig:
 def _new_tuner(s: Settings, storage: Storage) -> tune.Tuner:
     space, searcher, num_samples = _optuna_search(s, storage) if s.search == "optuna" else _grid_search(s)
     # reuse_actors: a finished trial's worker process takes the next trial, saving a Python+torch start each.
-    tune_config = tune.TuneConfig(
-        metric=METRIC, mode=MODE, search_alg=searcher, scheduler=_scheduler(s), num_samples=num_samples, reuse_actors=True
-    )
+    # No metric at the top: the searcher (Optuna scores METRIC) and ASHA (--asha-metric) each carry their own.
+    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(s), num_samples=num_samples, reuse_actors=True)
     return tune.Tuner(_trainable(s), param_space=space, tune_config=tune_config, run_config=_run_config(s, storage))
 
 

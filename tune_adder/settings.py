@@ -21,10 +21,10 @@ OPTUNA_FILE = "optuna.db"
 # Settings that define an experiment's trials: a rerun must match them to resume it.
 RESUME_KEYS = (
     "grid", "search", "scheduler", "seeds", "num_samples", "digits", "max_steps", "stop_when_solved",
-    "grace_period", "reduction_factor", "eval_every", "eval_size", "checkpoint_every", "pack", "replay",
+    "grace_period", "reduction_factor", "asha_metric", "eval_every", "eval_size", "checkpoint_every", "pack", "replay",
 )  # fmt: skip
 # What an experiment recorded before a resume key existed had: its value then (a rerun still matches it).
-RESUME_DEFAULTS = {"pack": "none", "replay": None}
+RESUME_DEFAULTS = {"pack": "none", "replay": None, "asha_metric": "val_exact_match"}
 
 
 class UsageError(Exception):
@@ -47,6 +47,7 @@ class Settings:
     stop_when_solved: bool
     grace_period: int
     reduction_factor: float
+    asha_metric: str
     eval_every: int
     eval_size: int
     checkpoint_every: int

@@ -93,13 +93,22 @@ def get_grid(name: str) -> Grid:
     return GRIDS[name]
 
 
-def grid_points(name: str, seeds: int, pack: str = "none") -> list[dict[str, Any]]:
+def grid_configs(name: str, digits: int | None = None) -> list[dict[str, Any]]:
+    """The configs of grid `name`, or only those at operand length `digits` (`--grid full --digits 20`)."""
+    return [dict(c) for c in get_grid(name).configs if digits is None or c["digits"] == digits]
+
+
+def grid_lengths(name: str) -> list[int]:
+    return sorted({c["digits"] for c in get_grid(name).configs})
+
+
+def grid_points(name: str, seeds: int, pack: str = "none", digits: int | None = None) -> list[dict[str, Any]]:
     """One flat config per Ray trial of grid `name` under seeds 0..seeds-1: a config and seed (whole seed replicas
     first), or a trial pack, a config under all seeds ("seeds") or the configs that differ only in lr ("lr,seeds")."""
     from tune_adder.frames import pack_list  # the packs' config encoding, next to its reader
     from tune_adder.metrics import PACK_LRS, PACK_SEEDS
 
-    configs = get_grid(name).configs
+    configs = grid_configs(name, digits)
     if pack == "none":
         return [{**cfg, "seed": seed} for seed in range(seeds) for cfg in configs]
     seed_list = pack_list(range(seeds))

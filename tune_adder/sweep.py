@@ -11,7 +11,9 @@ import shlex
 import sys
 from typing import Any, Sequence
 
+from tune_adder.metrics import ASHA_METRICS
 from tune_adder.settings import INTERRUPTED_EXIT, PACKS, SCHEDULERS, SEARCHES, Settings, UsageError
+from tune_adder import spaces
 from tune_adder.spaces import GRIDS, get_grid
 from tune_adder.storage import Storage
 
@@ -27,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", help=f"named grid (default full). {grids}")
     p.add_argument("--search", default="grid", help=f"one of {', '.join(SEARCHES)} (default grid)")
     p.add_argument("--num-samples", type=int, help="Optuna: configs to sample (default 20)")
-    p.add_argument("--digits", type=int, help="Optuna: operand length to tune at (default 10)")
+    p.add_argument("--digits", type=int, help="operand length: Optuna tunes at it (default 10); a grid keeps only its configs at it (default all)")
     p.add_argument("--seeds", type=int, default=1, help="grid: run every config under seeds 0..K-1 (default 1)")
     p.add_argument("--pack", default="none", help="train several runs as one batched model per trial: seeds (a config "
                    "under all --seeds; the scheduler sees their mean), lr,seeds (grid+FIFO: also the lrs of a config); default none")
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default="fifo", help=f"one of {', '.join(SCHEDULERS)} (default fifo)")
     p.add_argument("--grace-period", type=int, default=100, help="ASHA: steps before a trial can be cut (default 100)")
     p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/this at each rung (default 3)")
+    p.add_argument("--asha-metric", default="val_exact_match", help=f"ASHA: the metric its rungs compare, one of "
+                   f"{', '.join(ASHA_METRICS)} (default val_exact_match)")
     p.add_argument("--max-steps", type=int, help="training steps per trial (default: the grid's, 1000 for full/seed)")
     p.add_argument("--stop-when-solved", action="store_true", help="end a trial once val_exact_match is 1.0 three evaluations in a row")
     p.add_argument("--eval-every", type=int, default=50, help="steps between evaluations (default 50)")
@@ -61,6 +65,7 @@ def _require(ok: bool, message: str) -> None:
 def default_name(s: dict[str, Any]) -> str:
     """A name that only depends on the settings that define the trials, so rerunning a command finds it."""
     space = f"optuna-d{s['digits']}-n{s['num_samples']}" if s["search"] == "optuna" else s["grid"]
+    space += f"-d{s['digits']}" if s["search"] == "grid" and s.get("digits") is not None else ""
     name = f"{space}-{s['scheduler']}-seeds{s['seeds']}-steps{s['max_steps']}"
     name += "" if s["pack"] == "none" else "-pack" + s["pack"].replace(",", "")
     name = name if not s.get("replay") else "replay-" + name
@@ -84,7 +89,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         a.grid = "full" if a.grid is None else a.grid
         _require(a.grid in GRIDS, f"--grid {a.grid!r} is not valid; choose one of: {', '.join(GRIDS)}")
         _require(a.num_samples is None, "--num-samples only applies to --search optuna")
-        _require(a.digits is None, "--digits only applies to --search optuna; a grid names its own lengths")
+        lengths = spaces.grid_lengths(a.grid)
+        _require(a.digits is None or a.digits in lengths, f"--digits {a.digits} is not a length of grid {a.grid}; "
+                 f"choose one of: {', '.join(map(str, lengths))}, or leave it out for all")
         default_steps = get_grid(a.grid).max_steps
     a.max_steps = default_steps if a.max_steps is None else a.max_steps
     _require(a.pack in PACKS, f"--pack {a.pack!r} is not valid; choose one of: {', '.join(PACKS)}")
@@ -97,6 +104,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     _require(a.cpus_per_trial >= 1, f"--cpus-per-trial {a.cpus_per_trial:g} is not valid; it must be >= 1")
     _require(a.gpus_per_trial >= 0, f"--gpus-per-trial {a.gpus_per_trial:g} is not valid; it must be >= 0 (fractions pack trials)")
     _require(a.gpus_per_trial <= 1 or a.gpus_per_trial.is_integer(), f"--gpus-per-trial {a.gpus_per_trial:g} is not valid; above 1 it must be a whole number")
+    _require(a.asha_metric in ASHA_METRICS, f"--asha-metric {a.asha_metric!r} is not valid; choose one of: {', '.join(ASHA_METRICS)}")
     _require(a.reduction_factor > 1, f"--reduction-factor {a.reduction_factor:g} is not valid; it must be > 1")
     _require(a.max_failures >= 0, f"--max-failures {a.max_failures} is not valid; it must be >= 0")
     _require(a.status_every > 0, f"--status-every {a.status_every:g} is not valid; it must be > 0 seconds")
@@ -140,7 +148,7 @@ def _check_replay(a: argparse.Namespace) -> None:
     _require(recorded_every in (None, a.eval_every), f"--eval-every {a.eval_every} differs from the dataset's "
              f"{recorded_every}; a replay can only serve the evaluations that were recorded")
     if a.search == "grid":
-        missing = recording.missing([dict(c) for c in get_grid(a.grid).configs])
+        missing = recording.missing(spaces.grid_configs(a.grid, a.digits))
         _require(not missing, f"--grid {a.grid}: {len(missing)} of its configs are not in the dataset "
                  f"(first: {missing[0] if missing else ''}); replay a grid the dataset covers")
     else:

@@ -1,0 +1,244 @@
+"""Which search finds the best config for the least compute: methods replayed on a recorded full grid.
+
+Run: `PYTHONPATH=. nice python benchmarks/bench_search.py data/full-seeds3 [--reps 24] [--workers 4] [--ray-check 10]`
+
+Each method runs `--reps` times at every operand length in simulated time (benchmarks/search_sim.py: Ray's own
+ASHA object and Optuna's TPE, driven without a cluster); repetition r replays recorded seed r mod 3 with
+searcher seed r. Per method and length: the training steps spent until the best config found so far is as good
+as the table's best (median and 95 % interval over repetitions), the share of repetitions that found it, the
+steps of the whole run, and each ratio to the FIFO grid. `--scan` adds ASHA's settings (metric x grace period x
+reduction factor) on the grid's order. `--ray-check D` replays the same methods through the real sweep
+(`python -m tune_adder.sweep --replay ... --digits D`, one trial at a time so the order is fixed) and compares
+every trial's steps with the simulation's.
+
+Writes into `--out` (default benchmarks/measured): search.csv (one row per method, length and repetition),
+search_summary.md, search_scan.md, search_ray_check.md and search_anytime.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_sim import Method, Table, key_of, load_tables, repetitions, simulate  # noqa: E402
+
+# The issue's comparison; "fifo-grid" is the baseline every ratio is taken against.
+METHODS = (
+    Method("fifo-grid"),
+    Method("fifo-random", search="random"),
+    Method("fifo-grid-solve", stop_when_solved=True),
+    Method("tpe", search="tpe"),
+    Method("asha-grid", scheduler="asha"),
+    Method("asha-grid-loss", scheduler="asha", metric="val_loss"),
+    Method("tpe-asha", search="tpe", scheduler="asha"),
+    Method("tpe-asha-loss", search="tpe", scheduler="asha", metric="val_loss"),
+)
+BASELINE = "fifo-grid"
+SCAN_METRICS, SCAN_GRACE, SCAN_RF = ("val_exact_match", "val_loss"), (50, 100, 200), (2, 3, 4)
+ANYTIME = ("fifo-grid", "fifo-random", "tpe", "asha-grid", "asha-grid-loss", "tpe-asha-loss")
+
+
+def scan_methods() -> list[Method]:
+    return [
+        Method(f"asha-{metric}-g{grace}-rf{rf}", scheduler="asha", metric=metric, grace_period=grace, reduction_factor=rf)
+        for metric, grace, rf in itertools.product(SCAN_METRICS, SCAN_GRACE, SCAN_RF)
+    ]
+
+
+def run_methods(tables: list[Table], methods, reps: int, workers: int) -> pd.DataFrame:
+    rows = [row for m in methods for row in repetitions(tables, m, reps, workers)]
+    return pd.DataFrame(rows)
+
+
+def _interval(values: pd.Series) -> tuple[float, float, float]:
+    """Median and 95 % interval (2.5th and 97.5th percentiles) of the repetitions; inf counts as not found."""
+    v = values.to_numpy(dtype=float)
+    return tuple(float(np.percentile(v, q, method="lower" if q < 50 else "higher")) if q != 50 else float(np.median(v))
+                 for q in (50, 2.5, 97.5))  # fmt: skip
+
+
+def summarise(rows: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for (method, digits), g in rows.groupby(["method", "digits"], sort=False):
+        med, lo, hi = _interval(g["found_at"])
+        out.append({
+            "method": method, "digits": digits, "reps": len(g), "found_share": float(np.isfinite(g["found_at"]).mean()),
+            "found_median": med, "found_lo": lo, "found_hi": hi, "total_median": float(g["total_steps"].median()),
+        })  # fmt: skip
+    table = pd.DataFrame(out)
+    base = table[table["method"] == BASELINE].set_index("digits")
+    table["found_ratio"] = table["found_median"] / table["digits"].map(base["found_median"])
+    table["total_ratio"] = table["total_median"] / table["digits"].map(base["total_median"])
+    return table
+
+
+def _steps(x: float) -> str:
+    return "never" if math.isinf(x) else f"{x / 1000:.1f}k"
+
+
+def markdown(table: pd.DataFrame) -> str:
+    lines = [
+        "| method | digits | found best (steps, median [95 % interval]) | found in | / FIFO grid | whole run (steps) | / FIFO grid |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in table.to_dict("records"):
+        ratio = "-" if math.isnan(r["found_ratio"]) or math.isinf(r["found_ratio"]) else f"{r['found_ratio']:.2f}"
+        lines.append(
+            f"| {r['method']} | {r['digits']} | {_steps(r['found_median'])} [{_steps(r['found_lo'])}, {_steps(r['found_hi'])}] "
+            f"| {r['found_share']:.0%} | {ratio} | {_steps(r['total_median'])} | {r['total_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def anytime_figure(rows: pd.DataFrame, tables: list[Table], path: Path) -> None:
+    """Best steps-to-solve found so far against steps spent: median and 10-90 % band over repetitions, per length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = sorted(rows["digits"].unique())
+    fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.8), sharey=False, squeeze=False)
+    unsolved = max(t.max_steps for t in tables) + 2 * max(t.eval_every for t in tables)  # where "nothing solved yet" sits
+    for ax, digits in zip(axes[0], lengths):
+        best = min(t.best_steps for t in tables if t.digits == digits)
+        top = float(rows[rows["digits"] == digits]["total_steps"].max())
+        grid = np.geomspace(100, top, 200)
+        for method in ANYTIME:
+            g = rows[(rows["method"] == method) & (rows["digits"] == digits)]
+            if g.empty:
+                continue
+            curves = np.array([_trace_at(trace, grid, unsolved) for trace in g["trace"]])
+            med = np.median(curves, axis=0)
+            line = ax.plot(grid, med, label=method, drawstyle="steps-post")[0]
+            ax.fill_between(grid, *np.percentile(curves, [10, 90], axis=0), step="post", alpha=0.15, color=line.get_color())
+        ax.axhline(best, color="black", lw=0.8, ls=":")
+        ax.set(xscale="log", title=f"{digits} digits", xlabel="training steps spent", ylim=(0, unsolved * 1.05))
+        ax.set_yticks([*ax.get_yticks()[ax.get_yticks() < unsolved - 1], unsolved])
+        ax.set_yticklabels([*(f"{int(t)}" for t in ax.get_yticks()[:-1]), "none"])
+    axes[0][0].set_ylabel("steps to solve of the best config found so far")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("Anytime search on the replayed full grid (median, 10-90 % band; dotted: the best of any config)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def _trace_at(trace: list[tuple[float, float]], grid: np.ndarray, unsolved: float) -> np.ndarray:
+    out = np.full(len(grid), unsolved, dtype=float)
+    for spent, best in trace:
+        out[grid >= spent] = best
+    return out
+
+
+# --ray-check: the same methods through the real sweep, one trial at a time.
+RAY_CHECK = {
+    "fifo-grid": ["--grid", "full"],
+    "asha-grid": ["--grid", "full", "--scheduler", "asha"],
+    "asha-grid-loss": ["--grid", "full", "--scheduler", "asha", "--asha-metric", "val_loss"],
+    "tpe": ["--search", "optuna", "--num-samples", "36"],
+    "tpe-asha": ["--search", "optuna", "--num-samples", "36", "--scheduler", "asha"],
+}
+
+
+def ray_check(dataset: Path, tables: list[Table], digits: int) -> pd.DataFrame:
+    """Each RAY_CHECK method replayed by the sweep at `digits` (recorded seed 0, searcher seed 0, one trial at a
+    time: --cpus-per-trial set to every CPU) against the simulation with one worker: the steps each trial trained."""
+    table = next(t for t in tables if t.digits == digits and t.seed == 0)
+    methods = {m.name: m for m in METHODS}
+    rows = []
+    with tempfile.TemporaryDirectory() as storage:
+        for name, flags in RAY_CHECK.items():
+            cmd = [sys.executable, "-m", "tune_adder.sweep", "--replay", str(dataset), *flags, "--digits", str(digits),
+                   "--cpus-per-trial", str(os.cpu_count()), "--storage", storage, "--name", name, "--quiet"]  # fmt: skip
+            start = time.time()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.time() - start
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+            trials = pd.read_parquet(Path(storage, name, "trials.parquet"))
+            trials = trials.assign(order=trials["trial_id"].map(_creation_order(Path(storage, name), trials["trial_id"]))).sort_values("order")
+            ray_runs = [(key_of(r), int(r["steps_trained"])) for r in trials.to_dict("records")]
+            sim = simulate(table, methods[name], workers=1, rng_seed=0)
+            same = sum(a == b for a, b in zip(ray_runs, sim.runs))
+            ray_total = sum(s for _, s in ray_runs)
+            rows.append({
+                "method": name, "digits": digits, "trials": len(ray_runs), "same_trials": same,
+                "ray_steps": ray_total, "sim_steps": sim.total, "steps_ratio": ray_total / sim.total, "ray_wall_s": round(wall, 1),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _creation_order(experiment: Path, trial_ids) -> dict[str, int]:
+    """Trial id -> the order Tune created it in: the counter after the id in its folder's name
+    (<trainable>_<id>_<n>_...); Optuna's trial ids are random, so they do not sort by it."""
+    names = [f.name for f in experiment.iterdir() if f.is_dir()]
+    order = {}
+    for tid in trial_ids:
+        name = next(n for n in names if f"_{tid}_" in n)
+        order[tid] = int(name.split(f"_{tid}_", 1)[1].split("_", 1)[0])
+    return order
+
+
+def _frame_markdown(frame: pd.DataFrame) -> str:
+    rows = [list(frame.columns), ["---"] * len(frame.columns), *frame.astype(str).values.tolist()]
+    return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("dataset", type=Path, help="a finished full-grid sweep's folder (history.parquet, trials.parquet)")
+    p.add_argument("--reps", type=int, default=24, help="repetitions per method and length (default 24)")
+    p.add_argument("--workers", type=int, default=4, help="trials running at once in the simulation (default 4)")
+    p.add_argument("--scan", action="store_true", help="also scan ASHA's metric, grace period and reduction factor")
+    p.add_argument("--ray-check", type=int, metavar="DIGITS", help="replay the methods through the real sweep at this length")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "measured")
+    a = p.parse_args(argv)
+    history, trials = pd.read_parquet(a.dataset / "history.parquet"), pd.read_parquet(a.dataset / "trials.parquet")
+    tables = load_tables(history, trials)
+    if not tables:
+        print(f"{a.dataset}: no operand length has every full-grid config recorded under one seed", file=sys.stderr)
+        return 2
+    a.out.mkdir(parents=True, exist_ok=True)
+    head = (f"dataset {a.dataset} ({', '.join(f'{t.digits}d seed {t.seed}' for t in tables)}), {a.reps} repetitions, "
+            f"{a.workers} workers; {platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}")  # fmt: skip
+    print(head)
+    start = time.time()
+    rows = run_methods(tables, METHODS, a.reps, a.workers)
+    summary = summarise(rows)
+    text = f"{head}\n\n{markdown(summary)}\n"
+    print(text, f"({time.time() - start:.0f} s)")
+    (a.out / "search_summary.md").write_text(text)
+    all_rows = [rows]
+    anytime_figure(rows, tables, a.out / "search_anytime.png")
+    if a.scan:
+        scan = run_methods(tables, [METHODS[0], *scan_methods()], a.reps, a.workers)
+        text = f"{head}\n\n{markdown(summarise(scan))}\n"
+        print(text)
+        (a.out / "search_scan.md").write_text(text)
+        all_rows.append(scan[scan["method"] != BASELINE])
+    flat = pd.concat(all_rows).assign(trace=lambda f: f["trace"].map(json.dumps))
+    flat.to_csv(a.out / "search.csv", index=False)
+    if a.ray_check is not None:
+        check = ray_check(a.dataset, tables, a.ray_check)
+        text = f"{head}\n\n{_frame_markdown(check)}\n"
+        print(text)
+        (a.out / "search_ray_check.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
