@@ -92,3 +92,22 @@ def test_optuna_space_samples_the_issue_ranges():
     assert list(space["embed_dim"].categories) == [16, 32, 64]
     assert list(space["batch_size"].categories) == [64, 128, 200, 256, 512]
     assert set(space) <= set(allowed_keys())
+
+
+def test_a_grid_at_one_length_keeps_only_its_configs_and_names_itself_by_it(tmp_path):
+    from tune_adder.record import num_trials
+    from tune_adder.settings import UsageError
+    from tune_adder.sweep import parse_settings
+
+    assert spaces.grid_lengths("full") == [10, 20, 50, 100]
+    twenty = spaces.grid_configs("full", 20)
+    assert len(twenty) == 36 and {c["digits"] for c in twenty} == {20}
+    assert twenty == [dict(c) for c in spaces.get_grid("full").configs if c["digits"] == 20]  # the grid's order
+    assert len(spaces.grid_points("full", 3, digits=20)) == 108
+    s = parse_settings(["--grid", "full", "--digits", "20", "--seeds", "2", "--storage", str(tmp_path)])
+    assert s.name == "full-d20-fifo-seeds2-steps1000" and num_trials(s) == 72
+    assert parse_settings(["--grid", "full", "--storage", str(tmp_path)]).name == "full-fifo-seeds1-steps1000"
+    with pytest.raises(UsageError, match=r"--digits 30 is not a length of grid full; choose one of: 10, 20, 50, 100"):
+        parse_settings(["--grid", "full", "--digits", "30", "--storage", str(tmp_path)])
+    with pytest.raises(UsageError, match=r"--asha-metric 'loss' is not valid; choose one of: val_exact_match, val_loss"):
+        parse_settings(["--asha-metric", "loss", "--storage", str(tmp_path)])

@@ -1,0 +1,116 @@
+"""benchmarks/search_sim.py and bench_search.py: the simulated searches count compute as the sweep spends it,
+and the real sweep's replay (Ray's ASHA on --asha-metric, one trial at a time) stops exactly the trials the
+simulation stops."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.analysis_frames import grid, write_experiment
+from tests.test_sweep import sweep
+from tune_adder.spaces import grid_configs
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+sys.path.insert(0, str(BENCH))
+sim = _load("search_sim")
+bench = _load("bench_search")
+
+
+def _table(solve_steps: list[float | None], eval_every: int = 100, max_steps: int = 1000):
+    """A table of configs in this order, each solving at the given step (None: never), exact match 0 before."""
+    configs = [{"digits": 10, "lr": 0.001 * (i + 1), "layers": 2, "cell": "RNN"} for i in range(len(solve_steps))]
+    curves = {}
+    for cfg, solve in zip(configs, solve_steps):
+        steps = range(eval_every, max_steps + 1, eval_every)
+        curves[sim.key_of(cfg)] = [
+            {"step": s, "val_exact_match": 1.0 if solve is not None and s >= solve else 0.0, "val_loss": 1.0 / s} for s in steps
+        ]
+    return sim.Table(10, 0, eval_every, max_steps, configs, curves)
+
+
+def test_fifo_counts_every_step_spent_until_the_best_config_first_reports_solved():
+    table = _table([None, 500, 300, 300])
+    assert table.best_steps == 300
+    one = sim.simulate(table, sim.Method("fifo"), workers=1, rng_seed=0)
+    assert one.found_at == 1000 + 1000 + 300  # two whole trials, then the best's solve step
+    assert one.total == 4000 and [steps for _, steps in one.runs] == [1000] * 4
+    assert one.trace == [(1000 + 500, 500), (2300, 300)]  # the anytime trace: each better solve as it is seen
+    two = sim.simulate(table, sim.Method("fifo"), workers=2, rng_seed=0)
+    # Trials 0 and 1 run from 0; trial 2 starts at 1000 and solves at 1300, when trial 3 has run 300 steps too.
+    assert two.found_at == 1000 + 1000 + 300 + 300
+    solve = sim.simulate(table, sim.Method("solve", stop_when_solved=True), workers=1, rng_seed=0)
+    assert [steps for _, steps in solve.runs] == [1000, 700, 500, 500]  # 3 solved evaluations in a row end a trial
+
+
+def test_a_table_nobody_solves_is_never_found():
+    table = _table([None, None])
+    out = sim.simulate(table, sim.Method("fifo"), workers=2, rng_seed=0)
+    assert math.isinf(table.best_steps) and math.isinf(out.found_at) and out.total == 2000
+
+
+def test_summary_takes_ratios_against_the_fifo_grid():
+    rows = pd.DataFrame([
+        {"method": "fifo-grid", "digits": 10, "rep": r, "found_at": 1000.0, "total_steps": 4000} for r in range(4)
+    ] + [
+        {"method": "asha-grid", "digits": 10, "rep": r, "found_at": f, "total_steps": 1000} for r, f in enumerate([200.0, 300, 400, math.inf])
+    ])  # fmt: skip
+    table = bench.summarise(rows).set_index("method")
+    assert table.loc["asha-grid", "found_share"] == 0.75
+    assert table.loc["asha-grid", "found_median"] == 350 and table.loc["asha-grid", "found_ratio"] == 0.35
+    assert table.loc["asha-grid", "found_hi"] == math.inf and table.loc["asha-grid", "total_ratio"] == 0.25
+
+
+QUICK10 = [c for c in grid_configs("quick", 10)]
+SOLVE = {(0.003, "RNN"): 450, (0.03, "RNN"): 250, (0.003, "GRU"): None, (0.03, "GRU"): 350}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """The quick grid's 10-digit configs, 2 seeds, 600 steps: exact match sits at 0 until step 300 for every
+    config (ASHA's first rung ties on it) while the loss ranks them from the start."""
+    specs = grid(lambda c: SOLVE[(c["lr"], c["cell"])], seeds=(0, 1), digits=(10,), lr=(0.003, 0.03), cell=("RNN", "GRU"))
+    for spec in specs:
+        spec.update(eval_every=50)
+        spec["config"]["max_steps"] = 600
+    folder = write_experiment(tmp_path_factory.mktemp("data") / "quick10", specs, {"grid": "quick", "eval_every": 50})
+    history = pd.read_parquet(folder / "history.parquet")
+    history.loc[history["step"] < 300, "val_exact_match"] = 0.0
+    history.to_parquet(folder / "history.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "val_exact_match"])
+def test_the_sweeps_asha_replay_stops_the_trials_the_simulation_stops(dataset, metric, tmp_path, ray_address):
+    args = ["--replay", str(dataset), "--grid", "quick", "--digits", "10", "--scheduler", "asha", "--asha-metric", metric,
+            "--grace-period", "100", "--reduction-factor", "2", "--cpus-per-trial", "2", "--name", "r", "--quiet"]  # fmt: skip
+    out = sweep(args, tmp_path, ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "r" / "trials.parquet")
+    order = bench._creation_order(tmp_path / "r", trials["trial_id"])
+    trials = trials.assign(order=trials["trial_id"].map(order)).sort_values("order")
+    ray_runs = [(sim.key_of(r), int(r["steps_trained"])) for r in trials.to_dict("records")]
+
+    history = pd.read_parquet(dataset / "history.parquet")
+    table = next(t for t in sim.load_tables(history, pd.read_parquet(dataset / "trials.parquet"), grid="quick") if t.seed == 0)
+    method = sim.Method("asha", scheduler="asha", metric=metric, grace_period=100, reduction_factor=2)
+    expected = sim.simulate(table, method, workers=1, rng_seed=0).runs
+    assert ray_runs == expected
+    stopped = [steps for _, steps in expected if steps < 600]
+    # On the loss ASHA cuts at its first rung; on exact match that rung ties at 0 and nothing is cut there.
+    assert (min(stopped) == 100) if metric == "val_loss" else (min(stopped, default=600) > 100)
