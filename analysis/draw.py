@@ -207,10 +207,11 @@ def draw_reach(ax, frame: pd.DataFrame, cmap, norm, trained: int) -> object:
 
 
 def _rung_index(reach: float, trained: int) -> int:
-    """0 = no further than the trained length, then 1, 2, 3 for the ladder's rungs passed beyond it."""
+    """The colour of a reach: 0 = no further than the trained length, else the position (1, 2, 3) on the ladder of the
+    longest rung reached beyond it: 10,000 is 3 whether the adder was trained on 10 digits or on 100."""
     from tune_adder.metrics import PROBE_LADDER
 
-    return sum(1 for n in PROBE_LADDER if reach >= n and n > trained)
+    return max((i + 1 for i, n in enumerate(PROBE_LADDER) if reach >= n and n > trained), default=0)
 
 
 def reach_figure(frame: pd.DataFrame, title: str):

@@ -115,3 +115,11 @@ def test_plot_script_on_a_crossed_sweep_writes_the_crossed_report_and_the_reach_
     assert "### Settings that never solve" in report and "### Who learned the algorithm" in report
     crossed_csv = pd.read_csv(out / "claims_crossed.csv")
     assert "refuted" in set(crossed_csv["verdict"])
+
+
+def test_a_reach_is_coloured_by_its_rung_on_the_ladder_whatever_the_trained_length():
+    from analysis.draw import _rung_index
+
+    assert [_rung_index(r, 10) for r in (10, 100, 1000, 10_000)] == [0, 1, 2, 3]
+    assert [_rung_index(r, 100) for r in (100, 1000, 10_000)] == [0, 2, 3]  # 100 is no further than trained
+    assert [_rung_index(r, 50) for r in (50, 100, 10_000)] == [0, 1, 3]
