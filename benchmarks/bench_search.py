@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_sim import Method, Table, key_of, load_tables, repetitions, simulate  # noqa: E402
+from search_sim import FACTORS, Method, Table, key_of, load_tables, repetitions, simulate  # noqa: E402
 
 # The issue's comparison; "fifo-grid" is the baseline every ratio is taken against.
 METHODS = (
@@ -196,6 +197,39 @@ def ray_check(dataset: Path, tables: list[Table], digits: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _best(trials: pd.DataFrame) -> dict:
+    """The sweep's best config: highest best val_exact_match, then fewest steps to solve."""
+    ranked = trials.assign(solve=trials["steps_to_solve"].astype("float").fillna(math.inf))
+    row = ranked.sort_values(["best_val_exact_match", "solve"], ascending=[False, True]).iloc[0]
+    return {f: row[f] for f in ("digits", *FACTORS)} | {"steps_to_solve": row["solve"]}
+
+
+def real_check(dataset: Path, experiment: Path) -> pd.DataFrame:
+    """A real (trained) sweep against its replay from the dataset: the same command with --replay, same concurrency."""
+    record = json.loads((experiment / "experiment.json").read_text())
+    args = shlex.split(record["command"])[3:]  # after "python -m tune_adder.sweep"
+    drop = {"--storage", "--name", "--status-every", "--address"}
+    kept = [x for i, x in enumerate(args) if x not in drop and (i == 0 or args[i - 1] not in drop)]
+    real = pd.read_parquet(experiment / "trials.parquet")
+    with tempfile.TemporaryDirectory() as storage:
+        cmd = [sys.executable, "-m", "tune_adder.sweep", *kept, "--replay", str(dataset), "--storage", storage, "--name", "replay", "--quiet"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+        replay = pd.read_parquet(Path(storage, "replay", "trials.parquet"))
+    steps = {name: frame.set_index([*FACTORS, "digits"])["steps_trained"] for name, frame in (("real", real), ("replay", replay))}
+    same = int((steps["real"].sort_index() == steps["replay"].sort_index()).sum())
+    rows = []
+    for name, frame in (("real", real), ("replay", replay)):
+        best = _best(frame)
+        rows.append({"run": name, "trials": len(frame), "steps_spent": int(frame["steps_trained"].sum()),
+                     "early_stopped": int((frame["stop_reason"] == "early_stopped").sum()),
+                     "best": " ".join(f"{k}={v}" for k, v in best.items()), "same_steps_as_other": same})
+    out = pd.DataFrame(rows)
+    out["steps_ratio"] = out["steps_spent"] / out.loc[0, "steps_spent"]
+    return out
+
+
 def _creation_order(experiment: Path, trial_ids) -> dict[str, int]:
     """Trial id -> the order Tune created it in: the counter after the id in its folder's name
     (<trainable>_<id>_<n>_...); Optuna's trial ids are random, so they do not sort by it."""
@@ -219,6 +253,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=4, help="trials running at once in the simulation (default 4)")
     p.add_argument("--scan", action="store_true", help="also scan ASHA's metric, grace period and reduction factor")
     p.add_argument("--ray-check", type=int, metavar="DIGITS", help="replay the methods through the real sweep at this length")
+    p.add_argument("--real-check", type=Path, metavar="EXPERIMENT", help="a real (trained) sweep's folder: replay its "
+                   "command from the dataset and compare the best config and the steps spent")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "measured")
     a = p.parse_args(argv)
     history, trials = pd.read_parquet(a.dataset / "history.parquet"), pd.read_parquet(a.dataset / "trials.parquet")
@@ -254,6 +290,11 @@ def main(argv=None) -> int:
         text = f"{head}\n\n{_frame_markdown(check)}\n"
         print(text)
         (a.out / "search_ray_check.md").write_text(text)
+    if a.real_check is not None:
+        check = real_check(a.dataset, a.real_check)
+        text = f"real run {a.real_check} against its replay from {a.dataset}\n\n{_frame_markdown(check)}\n"
+        print(text)
+        (a.out / "search_real_check.md").write_text(text)
     return 0
 
 
