@@ -126,7 +126,7 @@ def anytime_figure(rows: pd.DataFrame, tables: list[Table], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     lengths = sorted(rows["digits"].unique())
-    fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.8), sharey=False, squeeze=False)
+    fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 4.0), squeeze=False, layout="constrained")
     unsolved = max(t.max_steps for t in tables) + 2 * max(t.eval_every for t in tables)  # where "nothing solved yet" sits
     for ax, digits in zip(axes[0], lengths):
         best = min(t.best_steps for t in tables if t.digits == digits)
@@ -138,16 +138,21 @@ def anytime_figure(rows: pd.DataFrame, tables: list[Table], path: Path) -> None:
                 continue
             curves = np.array([_trace_at(trace, grid, unsolved) for trace in g["trace"]])
             med = np.median(curves, axis=0)
-            line = ax.plot(grid, med, label=method, drawstyle="steps-post")[0]
-            ax.fill_between(grid, *np.percentile(curves, [10, 90], axis=0), step="post", alpha=0.15, color=line.get_color())
-        ax.axhline(best, color="black", lw=0.8, ls=":")
-        ax.set(xscale="log", title=f"{digits} digits", xlabel="training steps spent", ylim=(0, unsolved * 1.05))
-        ax.set_yticks([*ax.get_yticks()[ax.get_yticks() < unsolved - 1], unsolved])
-        ax.set_yticklabels([*(f"{int(t)}" for t in ax.get_yticks()[:-1]), "none"])
-    axes[0][0].set_ylabel("steps to solve of the best config found so far")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
-    fig.suptitle("Anytime search on the replayed full grid (median, 10-90 % band; dotted: the best of any config)", fontsize=10)
-    fig.tight_layout()
+            baseline = method == BASELINE
+            line = ax.plot(grid, med, label=method, drawstyle="steps-post", lw=2.2 if baseline else 1.4,
+                           color="black" if baseline else None, zorder=3 if baseline else 2)[0]
+            ax.fill_between(grid, *np.percentile(curves, [10, 90], axis=0), step="post", alpha=0.12, color=line.get_color())
+        ax.axhline(best, color="0.4", lw=0.8, ls=":")
+        ticks = [t for t in (50, 100, 200, 500, 1000) if t < unsolved / 1.5]
+        ax.set(xscale="log", yscale="log", title=f"{digits} digits", xlabel="training steps spent", ylim=(min(ticks[0], best) * 0.8, unsolved * 1.25))
+        ax.set_yticks([*ticks, unsolved], [*map(str, ticks), "none"])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("steps to solve of the best config\nfound so far (log)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.suptitle("Anytime search on the replayed full grid: median over repetitions, 10-90 % band; dotted: the best any config does",
+                 fontsize=10)
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
