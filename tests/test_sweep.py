@@ -408,11 +408,17 @@ def test_bad_storage_asha_grace_period_and_eval_size_exit_2_before_ray_and_write
     procs = [subprocess.Popen([sys.executable, "-m", "tune_adder.sweep", "--grid", "quick", "--eval-every", "10", *flags],
                               env=sweep_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for flags, _ in cases]  # fmt: skip
-    for proc, (flags, named) in zip(procs, cases):
-        stdout, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 2, (flags, stdout[-2000:], stderr[-2000:])
-        assert len(stderr.strip().splitlines()) == 1 and named in stderr, stderr
-        assert "ray" not in stdout.lower(), stdout
+    try:
+        for proc, (flags, named) in zip(procs, cases):
+            stdout, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 2, (flags, stdout[-2000:], stderr[-2000:])
+            assert len(stderr.strip().splitlines()) == 1 and named in stderr, stderr
+            assert "ray" not in stdout.lower(), stdout
+    finally:
+        for proc in procs:  # a check that came late started a sweep: stop it as Ctrl-C would
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                proc.wait()
     assert tree(tmp_path) == before
     assert not Path("/proc/tune_adder_results").exists()
 
