@@ -9,6 +9,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from tests.test_sweep import frames, only_experiment, raw_reports, sweep
 from tune_adder import spaces
@@ -16,6 +17,7 @@ from tune_adder.configs import to_configs
 from tune_adder.metrics import EVAL_METRICS, MEMBERS, PROBE_COLUMNS
 from tune_adder.train import fit
 
+torch.set_num_threads(1)  # the solo curves below: on a busy 2-core box more threads spin (tests/test_train.py does the same)
 QUICK = ["--grid", "quick", "--seeds", "2", "--max-steps", "40", "--eval-every", "20"]
 EVAL_SIZE = 100  # tests.test_sweep.TINY
 
