@@ -12,7 +12,8 @@ variable to its trials through Ray's runtime environment, so they reach workers 
   (this one; both files are then removed, so the next trial in a reused process blocks again) exists: a test
   can act on a trial caught at a known step (kill that pid) instead of polling and racing it.
 - `TUNE_ADDER_TEST_DIVERGE_AT=STEP[:KEY=VALUE]`: right after reporting step STEP, the trial's weights are
-  set to NaN, so its next training loss is non-finite and the trainer's own check ends it as `diverged`.
+  set to NaN (trials without --pack), so its next training loss is non-finite and the trainer's own check
+  ends it as `diverged`.
 - `TUNE_ADDER_TEST_NO_PROBES=1`: finished trials skip the length-generalisation probes (seconds per trial,
   most of a tiny test trial's cost); their probe columns stay empty. Tests that check the probes leave it unset.
 """
