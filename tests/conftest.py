@@ -95,3 +95,24 @@ def ray_address() -> str:
             proc.wait()
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# The README's main command, shrunk: the quick grid under 2 seeds (the replay tests need two), 60 steps.
+QUICK_SWEEP = ["--grid", "quick", "--seeds", "2", "--max-steps", "60", "--eval-every", "20", "--eval-size", "100",
+               "--status-every", "5"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def quick_sweep(tmp_path_factory) -> dict:
+    """One real quick sweep per session, as a user runs it: no --address (the embedded local Ray, Ray's token auth
+    on, in a fresh HOME), length-generalisation probes included. Only read: test_sweep checks it and its rerun,
+    test_analysis_e2e analyses it, test_replay replays it."""
+    root = tmp_path_factory.mktemp("quick")
+    home, storage = root / "home", root / "results"
+    home.mkdir()
+    env = {**sweep_env(), "HOME": str(home)}
+    env.pop("RAY_AUTH_MODE")  # Ray's default: token auth on
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *QUICK_SWEEP, "--storage", str(storage)]
+    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    return {"cmd": cmd, "env": env, "out": out, "home": home, "storage": storage,
+            "experiment": storage / "quick-fifo-seeds2-steps60"}  # fmt: skip

@@ -24,12 +24,13 @@ import pytest
 from ray_nodes import start_cluster
 from tune_adder.results import load_records
 from tune_adder.storage import Storage
-from tune_adder.testhooks import BLOCK_AT
+from tune_adder.testhooks import BLOCK_AT, NO_PROBES
 
 REPO = Path(__file__).resolve().parents[1]
 NAME, MAX_STEPS, EVAL_EVERY = "lost-node", 30, 5
 BLOCK_STEP = 2 * EVAL_EVERY  # trials wait here (tune_adder.testhooks) until the worker has been crashed
-# The quick grid's 8 configs, few steps, a checkpoint at every evaluation, retries for the lost trials.
+# The quick grid's 8 configs, few steps, a checkpoint at every evaluation, retries for the lost trials; no
+# length-generalisation probes (seconds per trial; tests/test_sweep.py checks them).
 SWEEP = ["--grid", "quick", "--max-steps", str(MAX_STEPS), "--eval-every", str(EVAL_EVERY), "--eval-size", "200",
          "--checkpoint-every", "1", "--max-failures", "3", "--status-every", "5", "--name", NAME]
 
@@ -56,7 +57,7 @@ def lost_node_sweep():
     gate = tmp / "gate"
     gate.mkdir()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "RAY_AUTH_MODE": "disabled", BLOCK_AT: f"{BLOCK_STEP}:{gate}"})
+                            env={**os.environ, "RAY_AUTH_MODE": "disabled", BLOCK_AT: f"{BLOCK_STEP}:{gate}", NO_PROBES: "1"})
     try:
         # An event, not a race: trials stop at BLOCK_STEP until released, so one on the worker is waited for.
         deadline = time.monotonic() + 600

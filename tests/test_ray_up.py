@@ -170,8 +170,10 @@ def _ray(*args: str, timeout: float = 300) -> str:
     return _sh(RAY, *args, timeout=timeout, cwd=REPO, env=env).stdout  # cwd: file_mounts' "." is the repository
 
 
-# The quick grid, short: what a user would submit, small enough for CI.
-SWEEP = "python -m tune_adder.sweep --grid quick --max-steps 20 --eval-every 10 --eval-size 200 --quiet"
+# The quick grid, short: what a user would submit, small enough for CI (trials skip the length-generalisation
+# probes, seconds each: tests/test_sweep.py checks them).
+SWEEP = ("TUNE_ADDER_TEST_NO_PROBES=1 python -m tune_adder.sweep --grid quick --max-steps 20 --eval-every 10 --eval-size 200"
+         " --quiet")
 
 
 def test_ray_up_runs_a_sweep_and_brings_its_frames_back(loopback_host, tmp_path):

@@ -15,20 +15,19 @@ from tune_adder.metrics import CONFIG_COLUMNS, EVAL_METRICS, PROBE_COLUMNS
 from tune_adder.replay import Recording
 from tune_adder.sweep import main
 
-RECORD = ["--grid", "quick", "--seeds", "2", "--max-steps", "60", "--eval-every", "20"]
+RECORD = ["--grid", "quick", "--seeds", "2", "--max-steps", "60", "--eval-every", "20"]  # as tests/conftest.py QUICK_SWEEP
 SETTING = [c for c in CONFIG_COLUMNS if c not in ("seed", "max_steps")]
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory, ray_address):
-    """A real quick sweep under 2 seeds, its frames copied out without Ray's folders (as a committed dataset is)."""
-    storage = tmp_path_factory.mktemp("recorded")
-    out = sweep([*RECORD, "--name", "rec"], storage, ray_address)
-    assert out.returncode == 0, out.stderr[-3000:]
+def dataset(tmp_path_factory, quick_sweep):
+    """The session's real quick sweep (2 seeds, 60 steps; tests/conftest.py), its frames copied out without Ray's
+    folders (as a committed dataset is)."""
+    assert quick_sweep["out"].returncode == 0, quick_sweep["out"].stderr[-3000:]
     data = tmp_path_factory.mktemp("data") / "quick-seeds2"
     data.mkdir()
     for name in ("history.parquet", "trials.parquet", "experiment.json"):
-        shutil.copy(storage / "rec" / name, data / name)
+        shutil.copy(quick_sweep["experiment"] / name, data / name)
     return data
 
 
@@ -47,7 +46,8 @@ def test_a_fifo_replay_writes_the_datasets_rows(dataset, tmp_path, ray_address):
     pd.testing.assert_frame_equal(by_setting_and_seed(trials[keep + ["trial_id"]]), by_setting_and_seed(recorded_t[keep + ["trial_id"]]),
                                   check_dtype=False)
     record = json.loads((exp / "experiment.json").read_text())
-    assert record["replay"] == str(dataset.resolve()) and "--name rec" in record["replay_of"]
+    recorded = json.loads((dataset / "experiment.json").read_text())["command"]
+    assert record["replay"] == str(dataset.resolve()) and record["replay_of"] == recorded and "--grid quick" in recorded
     assert record["status"] == "completed"
 
 

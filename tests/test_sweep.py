@@ -1,10 +1,12 @@
 """End-to-end sweeps on a real Ray: the quick grid, ASHA, Optuna, kill -9 and resume, a killed worker,
---stop-when-solved, and every bad flag. Trials are tiny (few digits, few steps) to keep this file short.
+--stop-when-solved, a diverging trial, and every bad flag. Trials are tiny (few digits, few steps) and skip the
+length-generalisation probes (seconds each; the session's quick sweep and the pack test keep them) to keep this file short.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -20,23 +22,36 @@ from tests.conftest import REPO, free_ports, sweep_env
 from tune_adder import spaces
 from tune_adder.metrics import HISTORY_COLUMNS, PROBE_COLUMNS, TRIAL_COLUMNS
 from tune_adder.sweep import main
-from tune_adder.testhooks import BLOCK_AT, FAIL_AT
+from tune_adder.testhooks import BLOCK_AT, DIVERGE_AT, FAIL_AT, NO_PROBES
 
 TINY = ["--eval-size", "100", "--status-every", "5"]  # small held-out sets: evaluations cost little
 
 
+def hook_env(env: dict[str, str | None] | None, probes: bool) -> dict[str, str]:
+    """sweep_env() with `env` on top (None: unset it); trials skip their probes unless `probes`."""
+    env = {**sweep_env(), **({} if probes else {NO_PROBES: "1"}), **(env or {})}
+    return {k: v for k, v in env.items() if v is not None}
+
+
 def sweep(
-    args: list[str], storage: Path, address: str | None, timeout: float = 600, env: dict[str, str | None] | None = None
+    args: list[str], storage: Path, address: str | None, timeout: float = 600, env: dict[str, str | None] | None = None,
+    probes: bool = False,
 ) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage)]
     cmd += ["--address", address] if address else []
-    env = {k: v for k, v in {**sweep_env(), **(env or {})}.items() if v is not None}  # None: unset it
-    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, env=hook_env(env, probes), cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def start_sweep(args: list[str], storage: Path, address: str) -> subprocess.Popen:
+def start_sweep(args: list[str], storage: Path, address: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage), "--address", address]
-    return subprocess.Popen(cmd, env=sweep_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, env=hook_env(env, False), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`python -m tune_adder.sweep ARGV` in this process, for commands refused before Ray is joined: (code, out, err)."""
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def only_experiment(storage: Path) -> Path:
@@ -75,38 +90,51 @@ def assert_full_histories(history: pd.DataFrame, eval_every: int, max_steps: int
         assert sorted(steps) == expected, trial_id
 
 
-def test_quick_grid_end_to_end_on_embedded_ray(tmp_path):
+def blocked_trials(storage: Path, gate: Path, step: int) -> dict[Path, int]:
+    """{trial folder: pid} of the trials the BLOCK_AT hook holds at `step` whose report there the driver has recorded."""
+    pids = set()
+    for marker in gate.glob("*.blocked"):
+        try:
+            pids.add(int(marker.read_text()))
+        except (FileNotFoundError, ValueError):  # released (and removed) just now
+            pass
+    found = {}
+    for trial_dir in storage.glob("*/train_*"):
+        reports = raw_reports(trial_dir)
+        if reports and reports[-1]["pid"] in pids and reports[-1]["step"] == step:
+            found[trial_dir] = reports[-1]["pid"]
+    return found
+
+
+def test_quick_grid_end_to_end_on_embedded_ray(quick_sweep):
     """The README command (shrunk), on the embedded local Ray as a user gets it (Ray's token auth on, in a fresh
     home); a rerun prints the summary and runs nothing."""
-    args = ["--grid", "quick", "--max-steps", "40", "--eval-every", "20"]
-    home = tmp_path / "home"
-    home.mkdir()
-    out = sweep(args, tmp_path, address=None, env={"HOME": str(home), "RAY_AUTH_MODE": None})
+    out, home, exp = quick_sweep["out"], quick_sweep["home"], quick_sweep["experiment"]
     assert out.returncode == 0, out.stderr[-3000:]
     token = home / ".ray" / "auth_token"
     assert token.is_file() and token.stat().st_mode & 0o077 == 0, oct(token.stat().st_mode)  # the owner's only
     assert "best configs by val_exact_match" in out.stdout and "plot_convergence.py" in out.stdout
-    (exp,) = [p for p in tmp_path.iterdir() if p.is_dir() and p != home]
-    assert exp.name == "quick-fifo-seeds1-steps40"
+    assert [p.name for p in quick_sweep["storage"].iterdir()] == [exp.name] == ["quick-fifo-seeds2-steps60"]
     history, trials = frames(exp)
-    n = len(spaces.get_grid("quick").configs)
+    configs = spaces.get_grid("quick").configs
+    n = 2 * len(configs)
     assert len(trials) == n and set(trials["stop_reason"]) == {"completed"} and set(trials["status"]) == {"TERMINATED"}
-    assert len(history) == 2 * n
-    assert_full_histories(history, 20, 40)
-    assert {(c["digits"], c["cell"], c["lr"]) for c in spaces.get_grid("quick").configs} == set(
-        trials[["digits", "cell", "lr"]].itertuples(index=False, name=None)
+    assert len(history) == 3 * n
+    assert_full_histories(history, 20, 60)
+    assert sorted((c["digits"], c["cell"], c["lr"], seed) for c in configs for seed in (0, 1)) == sorted(
+        trials[["digits", "cell", "lr", "seed"]].itertuples(index=False, name=None)
     )
-    assert (trials["steps_trained"] == 40).all() and trials["wall_time_s"].gt(0).all()
-    # Every finished trial carries its length-generalisation probes (untrained at 40 steps: none generalise).
+    assert (trials["steps_trained"] == 60).all() and trials["wall_time_s"].gt(0).all()
+    # Every finished trial carries its length-generalisation probes (at 60 steps none generalise).
     assert trials[list(PROBE_COLUMNS)].notna().all().all()
     assert trials["generalises_to"].tolist() == trials["digits"].tolist()
     assert trials[[c for c in PROBE_COLUMNS if c.startswith("probe_")]].le(1).all().all()
     settings = json.loads((exp / "experiment.json").read_text())
-    assert settings["status"] == "completed" and settings["grid"] == "quick" and settings["max_steps"] == 40
+    assert settings["status"] == "completed" and settings["grid"] == "quick" and settings["max_steps"] == 60
     assert settings["num_trials"] == n and settings["end_time"] and settings["wall_time_s"] > 0
     # Rerunning the finished experiment only prints its summary.
     stamp = (exp / "trials.parquet").stat().st_mtime_ns
-    again = sweep(args, tmp_path, address=None, env={"HOME": str(home), "RAY_AUTH_MODE": None})
+    again = subprocess.run(quick_sweep["cmd"], env=quick_sweep["env"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already complete" in again.stdout and "best configs" in again.stdout
     assert (exp / "trials.parquet").stat().st_mtime_ns == stamp
 
@@ -123,62 +151,76 @@ def test_asha_stops_some_trials(tmp_path, ray_address):
     assert history.groupby("trial_id")["step"].max().to_dict() == trials.set_index("trial_id")["steps_trained"].to_dict()
 
 
-def test_killed_driver_resumes_without_rerunning_or_repeating(tmp_path, ray_address):
-    args = ["--grid", "quick", "--max-steps", "120", "--eval-every", "10", "--checkpoint-every", "2"]
-    proc = start_sweep(args, tmp_path, ray_address)
-
-    def finished_trials():
-        exp = next((p for p in tmp_path.iterdir() if p.is_dir()), None) if tmp_path.exists() else None
-        dirs = sorted(exp.glob("train_adder_*")) if exp else []
-        done = [d for d in dirs if any(r.get("stop_reason") not in (None, "running") for r in raw_reports(d))]
-        return done if len(done) >= 2 else None
-
-    done = wait_for(finished_trials, 180, "two finished trials")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    exp = only_experiment(tmp_path)
-    # Ray's raw reports and the checkpoints on disk, per trial, at the kill. A trial's own process writes its
-    # result.json and checkpoints (Ray >= 2.7) and may add a few before Ray ends it: those carry its old pid.
-    counts = {d.name: len(raw_reports(d)) for d in exp.glob("train_adder_*")}
-    ended = {d.name for d in exp.glob("train_adder_*")
-             if any(r.get("stop_reason") not in (None, "running") for r in raw_reports(d))}  # fmt: skip
-    checkpoints = {d.name: {json.loads(m.read_text())["metrics"]["step"] for m in d.glob("checkpoint_*/meta.json")}
-                   for d in exp.glob("train_adder_*")}  # fmt: skip
-    out = sweep(args, tmp_path, ray_address)
+@pytest.mark.parametrize("search", ["grid", "optuna"])
+def test_killed_driver_resumes_without_rerunning_or_repeating(search, tmp_path, ray_address):
+    """kill -9 the driver with one trial finished and two caught at step 30 (the test hook holds each trial right
+    after that report; their last checkpoint is at 20). The rerun keeps the finished trial as it is, continues the
+    two from their checkpoints (their first new report is step 30, not 10), runs the rest and starts no trial twice:
+    the quick grid's 8 configs, or exactly Optuna's 3 samples."""
+    space = ["--grid", "quick"] if search == "grid" else ["--search", "optuna", "--num-samples", "3", "--digits", "3"]
+    args = [*space, "--max-steps", "40", "--eval-every", "10", "--checkpoint-every", "2"]
+    n = len(spaces.get_grid("quick").configs) if search == "grid" else 3
+    gate, storage = tmp_path / "gate", tmp_path / "results"
+    gate.mkdir()
+    proc = start_sweep(args, storage, ray_address, env={BLOCK_AT: f"30:{gate}"})
+    try:
+        # Events, not timers: both trials the 2-CPU cluster runs are held at step 30; one is let go to its end,
+        # and the trial that takes its place is held at step 30 in turn.
+        first = wait_for(lambda: proc.poll() is not None or len(blocked_trials(storage, gate, 30)) == 2 and
+                         blocked_trials(storage, gate, 30), 300, "two trials held at step 30")  # fmt: skip
+        assert proc.poll() is None
+        done, pid = sorted(first.items())[0]
+        (gate / f"{pid}.release").touch()
+        wait_for(lambda: proc.poll() is not None or any(r["stop_reason"] == "completed" for r in raw_reports(done)), 300,
+                 "the released trial to finish")  # fmt: skip
+        held = wait_for(lambda: proc.poll() is not None or len(blocked_trials(storage, gate, 30)) == 2 and
+                        blocked_trials(storage, gate, 30), 300, "the next trial held at step 30")  # fmt: skip
+        assert proc.poll() is None and done not in held
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        exp = only_experiment(storage)
+        # Ray's raw reports and the checkpoints on disk, per trial, at the kill. The held trials' processes cannot
+        # report again: their hook holds them until Ray ends them with their driver.
+        before = {d: raw_reports(d) for d in exp.glob("train_*")}
+        checkpoints = {d: {json.loads(m.read_text())["metrics"]["step"] for m in d.glob("checkpoint_*/meta.json")}
+                       for d in before}  # fmt: skip
+        assert set(held) <= set(before) and all(checkpoints[d] == {20} for d in held), checkpoints
+        out = sweep(args, storage, ray_address)
+    finally:
+        (gate / "release").touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming" in out.stdout
     history, trials = frames(exp)
-    assert len(trials) == len(spaces.get_grid("quick").configs)  # no trial started twice
+    assert len(trials) == n and len(list(exp.glob("train_*"))) == n  # no trial started twice, no sample added
     assert set(trials["stop_reason"]) == {"completed"}
-    assert_full_histories(history, 10, 120)  # nothing lost, nothing repeated
-    for d in done:  # finished trials trained no further: at most their final report is repeated
-        after = raw_reports(d)[counts[d.name] :]
-        assert all(r["step"] == 120 for r in after), d.name
-    resumed = 0
-    for d in exp.glob("train_adder_*"):  # unfinished ones continued from a checkpoint, not from step 0
-        if d.name in ended or not checkpoints.get(d.name):
-            continue
-        before = raw_reports(d)[: counts[d.name]]
-        first_after = next(r for r in raw_reports(d) if r["pid"] not in {b["pid"] for b in before})["step"]
-        if first_after == 120:  # its old process finished it after the kill: the end is re-reported, not retrained
-            continue
-        assert first_after - 10 in checkpoints[d.name], (d.name, first_after, checkpoints[d.name])
-        resumed += 1
-    assert resumed >= 1  # the kill caught at least one trial between checkpoints
+    assert_full_histories(history, 10, 40)  # nothing lost, nothing repeated
+    # The finished trial trained no further: at most its final report is repeated.
+    assert all(r["step"] == 40 for r in raw_reports(done)[len(before[done]) :]), raw_reports(done)
+    for d in held:  # the held trials continued from their checkpoints at step 20, in new processes
+        old_pids = {r["pid"] for r in before[d]}
+        after = [r for r in raw_reports(d) if r["pid"] not in old_pids]
+        assert [r["step"] for r in after] == [30, 40, 40], (d.name, [(r["pid"], r["step"]) for r in raw_reports(d)])
     settings = json.loads((exp / "experiment.json").read_text())
     assert settings["status"] == "completed" and [s["resumed"] for s in settings["sessions"]] == [False, True]
+    if search == "optuna":  # the searcher resumed too: its study holds the 3 samples, each told its result once
+        assert (trials["digits"] == 3).all() and trials["lr"].nunique() == 3
+        study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
+        assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 3
 
 
 def test_optuna_study_in_sqlite_and_a_killed_worker_resumes_from_its_checkpoint(tmp_path, ray_address):
     """Event-driven: trials block right after their step-40 report (checkpointed) until the test releases them,
     so the process killed is certainly a trial's, caught at a known step once the driver has its report."""
-    args = ["--search", "optuna", "--num-samples", "2", "--digits", "3", "--max-steps", "200", "--eval-every", "10",
+    args = ["--search", "optuna", "--num-samples", "2", "--digits", "3", "--max-steps", "60", "--eval-every", "10",
             "--checkpoint-every", "2"]  # fmt: skip
     gate = tmp_path / "gate"
     gate.mkdir()
     storage = tmp_path / "results"
     cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage), "--address", ray_address]
-    env = {**sweep_env(), BLOCK_AT: f"40:{gate}"}
+    env = hook_env({BLOCK_AT: f"40:{gate}"}, probes=False)
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         marker = wait_for(lambda: next(iter(sorted(gate.glob("*.blocked"))), None) or proc.poll() is not None, 300,
@@ -205,13 +247,13 @@ def test_optuna_study_in_sqlite_and_a_killed_worker_resumes_from_its_checkpoint(
     exp = only_experiment(storage)
     history, trials = frames(exp)
     assert trials["stop_reason"].tolist() == ["completed"] * 2
-    assert_full_histories(history, 10, 200)
+    assert_full_histories(history, 10, 60)
     assert (trials["digits"] == 3).all() and trials["lr"].between(1e-4, 0.3).all() and trials["lr"].nunique() == 2
     study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 2
 
 
-def test_failed_trials_exit_nonzero_one_line_each_and_a_rerun_retries_them(tmp_path, ray_address):
+def test_failed_trials_exit_nonzero_one_line_each_and_a_rerun_retries_them(tmp_path, ray_address, capsys):
     """Half the quick grid fails for real (test hook, every attempt): exit 1, status partial, one honest line
     per failure with its error file; a rerun without the hook continues the failed trials from their checkpoints."""
     args = ["--grid", "quick", "--max-steps", "40", "--eval-every", "10", "--checkpoint-every", "1",
@@ -240,9 +282,10 @@ def test_failed_trials_exit_nonzero_one_line_each_and_a_rerun_retries_them(tmp_p
     assert "4 trials failed" in out.stdout and "rerun the same command" in out.stdout
     checkpointed = {t: len(raw_reports(d)) for t in failed["trial_id"] for d in exp.glob(f"train_adder_{t}_*")}
     stamp = (exp / "experiment.json").read_bytes()
-    other = sweep([*args[:2], "--max-steps", "50", *args[4:]], tmp_path, ray_address, timeout=120)  # other settings
-    assert other.returncode == 2 and "--max-steps 40 there, 50 now" in other.stderr, other.stderr[-2000:]
-    assert len(other.stderr.strip().splitlines()) == 1 and (exp / "experiment.json").read_bytes() == stamp
+    other = [*args[:2], "--max-steps", "50", *args[4:], *TINY, "--storage", str(tmp_path), "--address", ray_address]
+    code, _, err = cli(other, capsys)  # other settings, refused before Ray is joined
+    assert code == 2 and "--max-steps 40 there, 50 now" in err, err[-2000:]
+    assert len(err.strip().splitlines()) == 1 and (exp / "experiment.json").read_bytes() == stamp
 
     again = sweep(args, tmp_path, ray_address)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
@@ -257,9 +300,12 @@ def test_failed_trials_exit_nonzero_one_line_each_and_a_rerun_retries_them(tmp_p
         assert [r["step"] for r in raw_reports(trial_dir)[seen:]] == [40, 40], trial_id
 
 
-def test_stop_when_solved(tmp_path, ray_address):
+def test_stop_when_solved_and_a_diverging_trial_end_early_and_the_sweep_goes_on(tmp_path, ray_address):
+    """--stop-when-solved ends solved trials before their budget; the lr 0.003 trials diverge for real after step 20
+    (the test hook sets their weights to NaN, the trainer's own check sees the non-finite loss at step 40): they end
+    `diverged`, not in error, and the others run on to their ends; the sweep completes with exit 0."""
     args = ["--grid", "quick", "--max-steps", "200", "--eval-every", "20", "--stop-when-solved"]
-    out = sweep(args, tmp_path, ray_address)
+    out = sweep(args, tmp_path, ray_address, env={DIVERGE_AT: "20:lr=0.003"})
     assert out.returncode == 0, out.stderr[-3000:]
     exp = only_experiment(tmp_path)
     assert exp.name.endswith("-solve")
@@ -271,7 +317,16 @@ def test_stop_when_solved(tmp_path, ray_address):
         assert row.steps_trained <= 200 and steps["val_exact_match"].tail(3).eq(1.0).all()
         assert row.steps_to_solve <= row.steps_trained - 2 * 20
     assert (solved["steps_trained"] < 200).any()  # solving ends a trial before its budget
-    assert set(trials["stop_reason"]) <= {"solved", "completed"}
+    diverged = trials[trials["lr"] == 0.003]
+    assert len(diverged) == 4 and set(diverged["stop_reason"]) == {"diverged"} and diverged["diverged"].all()
+    assert set(diverged["status"]) == {"TERMINATED"} and (diverged["steps_trained"] == 40).all()
+    for trial_id in diverged["trial_id"]:  # finite until the weights went bad, then the step that saw it, and no more
+        curve = history[history["trial_id"] == trial_id].sort_values("step")
+        assert curve["step"].tolist() == [20, 40] and curve["diverged"].tolist() == [False, True]
+        assert math.isfinite(curve["train_loss"].iloc[0]) and not math.isfinite(curve["train_loss"].iloc[1])
+    rest = trials[trials["lr"] != 0.003]
+    assert set(rest["stop_reason"]) <= {"solved", "completed"} and not rest["diverged"].any()
+    assert json.loads((exp / "experiment.json").read_text())["status"] == "completed"
 
 
 BAD_FLAGS = [
@@ -319,8 +374,9 @@ def tree(root: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
 
 
-def test_restart_and_name_refuse_a_folder_that_is_not_an_experiment(tmp_path, ray_address):
-    """`--storage . --name tune_adder --restart` must not move the package aside, nor a fresh run write into it."""
+def test_restart_and_name_refuse_a_folder_that_is_not_an_experiment(tmp_path, ray_address, capsys):
+    """`--storage . --name tune_adder --restart` must not move the package aside, nor a fresh run write into it.
+    In this process: refused before Ray is joined, as the CLI does it (`sys.exit(main())`)."""
     (tmp_path / "tune_adder").mkdir()
     (tmp_path / "tune_adder" / "__init__.py").write_text("# not an experiment\n")
     (tmp_path / "other").mkdir()
@@ -330,13 +386,14 @@ def test_restart_and_name_refuse_a_folder_that_is_not_an_experiment(tmp_path, ra
     small = ["--grid", "quick", "--max-steps", "10", "--eval-every", "10"]
     for name in ("tune_adder", "other", "afile"):
         for extra in ([], ["--restart"]):
-            out = sweep([*small, "--name", name, *extra], tmp_path, ray_address, timeout=120)
-            assert out.returncode == 2, (name, extra, out.stdout[-2000:], out.stderr[-2000:])
-            assert len(out.stderr.strip().splitlines()) == 1 and name in out.stderr and "--name" in out.stderr, out.stderr
+            argv = [*small, "--name", name, *extra, *TINY, "--storage", str(tmp_path), "--address", ray_address]
+            code, stdout, err = cli(argv, capsys)
+            assert code == 2, (name, extra, stdout[-2000:], err[-2000:])
+            assert len(err.strip().splitlines()) == 1 and name in err and "--name" in err, err
             assert tree(tmp_path) == before, (name, extra)
 
 
-def test_bad_storage_and_asha_grace_period_exit_2_before_ray_and_write_nothing(tmp_path):
+def test_bad_storage_asha_grace_period_and_eval_size_exit_2_before_ray_and_write_nothing(tmp_path):
     """Through the CLI with no --address: a local Ray would start if the checks came late (and a record be left)."""
     (tmp_path / "afile").write_text("x")
     before = tree(tmp_path)
@@ -345,14 +402,24 @@ def test_bad_storage_and_asha_grace_period_exit_2_before_ray_and_write_nothing(t
         (["--storage", str(tmp_path / "afile" / "sub")], "--storage"),
         (["--storage", "/proc/tune_adder_results"], "--storage"),  # not writable, even for root
         (["--scheduler", "asha", "--grace-period", "50", "--max-steps", "40", "--storage", str(tmp_path / "r")], "--grace-period"),
+        # held-out sets far beyond any machine's memory (tune_adder.train.memory_estimate, per trial of the grid)
+        (["--eval-size", str(10**11), "--storage", str(tmp_path / "r")], "--eval-size"),
     ]
-    for flags, named in cases:
-        cmd = [sys.executable, "-m", "tune_adder.sweep", "--grid", "quick", "--eval-every", "10", *flags]
-        out = subprocess.run(cmd, env=sweep_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 2, (flags, out.stdout[-2000:], out.stderr[-2000:])
-        assert len(out.stderr.strip().splitlines()) == 1 and named in out.stderr, out.stderr
-        assert "ray" not in out.stdout.lower(), out.stdout
-        assert tree(tmp_path) == before, flags
+    procs = [subprocess.Popen([sys.executable, "-m", "tune_adder.sweep", "--grid", "quick", "--eval-every", "10", *flags],
+                              env=sweep_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for flags, _ in cases]  # fmt: skip
+    try:
+        for proc, (flags, named) in zip(procs, cases):
+            stdout, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 2, (flags, stdout[-2000:], stderr[-2000:])
+            assert len(stderr.strip().splitlines()) == 1 and named in stderr, stderr
+            assert "ray" not in stdout.lower(), stdout
+    finally:
+        for proc in procs:  # a check that came late started a sweep: stop it as Ctrl-C would
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                proc.wait()
+    assert tree(tmp_path) == before
     assert not Path("/proc/tune_adder_results").exists()
 
 
@@ -393,44 +460,51 @@ def test_unreachable_or_client_address_exits_2_with_one_line_quickly(address, tm
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_a_running_sweep_within_seconds_and_writes_its_frames(sig, tmp_path, ray_address):
     """Also: the frames are live. While the sweep runs they are rewritten at the status pace, and the
-    analysis runs on them, noting the trials still running."""
+    analysis runs on them, noting the trials still running (checked once, under SIGTERM)."""
     args = ["--grid", "quick", "--max-steps", "100000", "--eval-every", "10", "--name", "stopped"]
     cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--status-every", "1", "--storage", str(tmp_path),
            "--address", ray_address]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=sweep_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_file, err_file = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out_file, "w") as stdout, open(err_file, "w") as stderr:
+        proc = subprocess.Popen(cmd, env=sweep_env(), cwd=REPO, stdout=stdout, stderr=stderr, text=True)
     exp = tmp_path / "stopped"
+
+    def status_lines() -> list[str]:
+        return [line for line in out_file.read_text().splitlines() if line.startswith("[stopped ")]
 
     def live_frames():
         if proc.poll() is not None:
             return True
         try:
-            return len(pd.read_parquet(exp / "history.parquet")) >= 2
+            return len(pd.read_parquet(exp / "history.parquet")) >= 2 and len(status_lines()) >= 3
         except (OSError, ValueError):
             return False
 
     try:
-        # Events, not timers: frames with reports in them are on disk while the sweep runs.
-        wait_for(live_frames, 180, "live frames")
-        assert proc.poll() is None, proc.communicate()
+        # Events, not timers: frames with reports in them are on disk while the sweep runs, and status lines printed.
+        wait_for(live_frames, 180, "live frames and three status lines")
+        assert proc.poll() is None, (out_file.read_text()[-2000:], err_file.read_text()[-2000:])
         live = pd.read_parquet(exp / "trials.parquet")
         assert set(live["stop_reason"]) == {"running"}
-        script = [sys.executable, str(REPO / "analysis" / "plot_convergence.py"), str(exp), "--out", str(tmp_path / "a")]
-        analysed = subprocess.run(script, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                                  env={**os.environ, "MPLBACKEND": "Agg"})
-        assert analysed.returncode == 0, analysed.stderr[-2000:]
-        assert "trials still running" in analysed.stdout
+        if sig == signal.SIGTERM:
+            script = [sys.executable, str(REPO / "analysis" / "plot_convergence.py"), str(exp), "--out", str(tmp_path / "a")]
+            analysed = subprocess.run(script, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                      env={**os.environ, "MPLBACKEND": "Agg"})
+            assert analysed.returncode == 0, analysed.stderr[-2000:]
+            assert "trials still running" in analysed.stdout
         assert proc.poll() is None
         stopped_at = time.monotonic()
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
         took = time.monotonic() - stopped_at
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    out, err = out_file.read_text(), err_file.read_text()
     assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-2000:])
     # A status line about every second (--status-every 1): their clocks never repeat and never skip far.
-    clocks = [line.split()[1].rstrip("]") for line in out.splitlines() if line.startswith("[stopped ")]
+    clocks = [line.split()[1].rstrip("]") for line in status_lines()]
     seconds = [int(h) * 3600 + int(m) * 60 + int(x) for h, m, x in (c.split(":") for c in clocks)]
     assert len(seconds) >= 3 and all(1 <= b - a <= 20 for a, b in zip(seconds, seconds[1:])), clocks
     assert took < 30, took

@@ -124,6 +124,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     )
     if a.replay is not None:
         _check_replay(a)
+    _check_memory(a)
     values = vars(a)
     values["name"] = a.name or default_name(values)
     _require("/" not in values["name"] and values["name"] not in (".", ".."), f"--name {values['name']!r} is not valid; use a plain folder name")
@@ -154,6 +155,55 @@ def _check_replay(a: argparse.Namespace) -> None:
     else:
         _require(a.digits in recording.values("digits"), f"--digits {a.digits} is not in the dataset; "
                  f"recorded: {', '.join(map(str, recording.values('digits')))}")
+
+
+def _largest_trial(a: argparse.Namespace) -> tuple[int, str, dict[str, int]]:
+    """The estimated peak bytes of the sweep's biggest trial (tune_adder.train.memory_estimate per trial config, times
+    the members of a pack), what that trial is, and its parts: the same estimate `python -m tune_adder.train` checks."""
+    from tune_adder.configs import to_configs
+    from tune_adder.train import memory_estimate
+
+    constants = {"max_steps": a.max_steps, "eval_every": a.eval_every, "eval_size": a.eval_size}
+    if a.search == "optuna":  # the space's largest corner: every sampled size at its maximum
+        configs = [{"digits": a.digits, "cell": "LSTM", "layers": spaces.OPTUNA_LAYERS[1], "hidden": max(spaces.OPTUNA_HIDDEN),
+                    "embed_dim": max(spaces.OPTUNA_EMBED), "batch_size": max(spaces.OPTUNA_BATCH)}]
+    else:
+        configs = [dict(c) for c in get_grid(a.grid).configs]
+    members = a.seeds if a.pack != "none" else 1  # a pack trains its members as one batched model
+    if a.pack == "lr,seeds":
+        members *= len(spaces.SEED_LRS)  # at most the grid's lrs of one config
+    largest = (0, "", {})
+    for config in configs:
+        model_cfg, train_cfg, _ = to_configs({**config, **constants})
+        parts = memory_estimate(model_cfg, train_cfg)
+        parts["training step"] *= members
+        parts["evaluation chunk"] *= members
+        if sum(parts.values()) > largest[0]:
+            shown = " ".join(f"{k}={config[k]}" for k in ("digits", "cell", "layers", "hidden", "batch_size") if k in config)
+            largest = (sum(parts.values()), shown, parts)
+    return largest
+
+
+def _check_memory(a: argparse.Namespace) -> None:
+    """A local sweep whose biggest trial cannot fit in the memory free here is refused before Ray starts (a
+    cluster's nodes are not this machine: with --address the trials are not checked here)."""
+    from tune_adder.train import available_memory
+
+    if a.address is not None or a.replay is not None:  # a replay trains nothing
+        return
+    import torch
+
+    free = available_memory(torch.device("cpu"))
+    need, trial, parts = _largest_trial(a)
+    if free is None or need <= free:
+        return
+    gib = lambda n: f"{n / 2**30:.3g} GiB"  # noqa: E731
+    detail = ", ".join(f"{k} {gib(v)}" for k, v in parts.items())
+    lower = "--eval-size" + (" or --digits" if a.search == "optuna" else "")
+    flags = f"--eval-size {a.eval_size}" if a.search == "grid" else f"--digits {a.digits} with --eval-size {a.eval_size}"
+    raise UsageError(f"{flags}: the sweep's largest trial ({trial}) needs about {gib(need)} of memory "
+                     f"({detail}) but {gib(free)} is free here; lower {lower} (the held-out sets take about "
+                     f"48 bytes x eval-size x (digits + 1))")
 
 
 def command_line(argv: Sequence[str] | None) -> str:

@@ -1,4 +1,4 @@
-"""Test hooks: environment variables that make a real trial fail on purpose, for the end-to-end tests.
+"""Test hooks: environment variables that make a real trial fail, block or diverge on purpose, for the end-to-end tests.
 
 Unset (always, outside the tests) they do nothing. The sweep forwards every `TUNE_ADDER_TEST_*`
 variable to its trials through Ray's runtime environment, so they reach workers on any node.
@@ -8,8 +8,14 @@ variable to its trials through Ray's runtime environment, so they reach workers 
   trials whose config has that value (compared as text, e.g. `lr=0.03`) fail.
 - `TUNE_ADDER_TEST_BLOCK_AT=STEP:FOLDER`: right after reporting step STEP (its checkpoint is in storage;
   the driver records the report in the trial's result.json soon after), the trial's process writes
-  `FOLDER/<pid>.blocked` and waits until `FOLDER/release` exists: a test can act on a trial caught at a
-  known step (kill that pid) instead of polling and racing it.
+  `FOLDER/<pid>.blocked` and waits until `FOLDER/release` (every trial, for good) or `FOLDER/<pid>.release`
+  (this one; both files are then removed, so the next trial in a reused process blocks again) exists: a test
+  can act on a trial caught at a known step (kill that pid) instead of polling and racing it.
+- `TUNE_ADDER_TEST_DIVERGE_AT=STEP[:KEY=VALUE]`: right after reporting step STEP, the trial's weights are
+  set to NaN (trials without --pack), so its next training loss is non-finite and the trainer's own check
+  ends it as `diverged`.
+- `TUNE_ADDER_TEST_NO_PROBES=1`: finished trials skip the length-generalisation probes (seconds per trial,
+  most of a tiny test trial's cost); their probe columns stay empty. Tests that check the probes leave it unset.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import Any
 PREFIX = "TUNE_ADDER_TEST_"
 FAIL_AT = PREFIX + "FAIL_AT"
 BLOCK_AT = PREFIX + "BLOCK_AT"
+DIVERGE_AT = PREFIX + "DIVERGE_AT"
+NO_PROBES = PREFIX + "NO_PROBES"
 
 
 class InjectedFailure(RuntimeError):
@@ -32,10 +40,18 @@ def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(PREFIX)}
 
 
-def after_report(config: dict[str, Any], step: int) -> None:
-    """Called by the trainable after each evaluation's report; blocks or raises if BLOCK_AT or FAIL_AT say so."""
+def after_report(config: dict[str, Any], step: int, model: Any = None) -> None:
+    """Called by the trainable after each evaluation's report; blocks, raises or poisons `model` (a torch
+    module) if BLOCK_AT, FAIL_AT or DIVERGE_AT say so."""
     _block(step)
     _fail(config, step)
+    if model is not None:
+        _diverge(config, step, model)
+
+
+def probes_wanted() -> bool:
+    """False when NO_PROBES is set: a finished trial then skips its length-generalisation probes."""
+    return not os.environ.get(NO_PROBES)
 
 
 def _block(step: int) -> None:
@@ -46,21 +62,44 @@ def _block(step: int) -> None:
     if step != int(at):
         return
     marker = os.path.join(folder, f"{os.getpid()}.blocked")
+    own = os.path.join(folder, f"{os.getpid()}.release")
     with open(marker + ".tmp", "w") as f:
         f.write(str(os.getpid()))
     os.replace(marker + ".tmp", marker)  # the test sees the whole file or none
     while not os.path.exists(os.path.join(folder, "release")):
+        if os.path.exists(own):
+            os.remove(own)
+            os.remove(marker)
+            return
         time.sleep(0.05)
+
+
+def _matches(config: dict[str, Any], spec: str) -> tuple[int, bool]:
+    """STEP[:KEY=VALUE] -> (STEP, whether this trial's config matches KEY=VALUE, compared as text)."""
+    at, _, match = spec.partition(":")
+    if not match:
+        return int(at), True
+    key, _, value = match.partition("=")
+    return int(at), str(config.get(key)) == value
 
 
 def _fail(config: dict[str, Any], step: int) -> None:
     spec = os.environ.get(FAIL_AT)
     if not spec:
         return
-    at, _, match = spec.partition(":")
-    if match:
-        key, _, value = match.partition("=")
-        if str(config.get(key)) != value:
-            return
-    if step >= int(at):
+    at, mine = _matches(config, spec)
+    if mine and step >= at:
         raise InjectedFailure(f"{FAIL_AT}={spec}: failing at step {step} as asked")
+
+
+def _diverge(config: dict[str, Any], step: int, model: Any) -> None:
+    spec = os.environ.get(DIVERGE_AT)
+    if not spec:
+        return
+    at, mine = _matches(config, spec)
+    if mine and step == at:
+        import torch
+
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))

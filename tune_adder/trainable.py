@@ -94,9 +94,10 @@ def train_adder(config: dict[str, Any]) -> None:
         report = {**last.as_dict(), STOP_REASON_KEY: "running", **_placement(device)}
         ckpt = _checkpoint(trainer, {STOP_REASON_KEY: "running", "metrics": report}) if n % checkpoint_every == 0 else None
         _report(report, ckpt)
-        testhooks.after_report(config, last.step)  # does nothing outside the tests
+        testhooks.after_report(config, last.step, trainer.model)  # does nothing outside the tests
     final = {**(last.as_dict() if last else meta["metrics"]), STOP_REASON_KEY: trainer.stopped_reason, **_placement(device)}
-    final.update(trainer.probe())  # how far past its trained length the finished model adds
+    if testhooks.probes_wanted():  # always, outside the tests
+        final.update(trainer.probe())  # how far past its trained length the finished model adds
     _report(final, _checkpoint(trainer, {STOP_REASON_KEY: trainer.stopped_reason, "metrics": final}))
 
 
@@ -147,7 +148,8 @@ def train_pack(config: dict[str, Any]) -> None:
         ckpt = _checkpoint(trainer, meta_of(report, "running")) if n % checkpoint_every == 0 else None
         _report(report, ckpt)
         testhooks.after_report(config, trainer.step)  # does nothing outside the tests
-    members = {keys[i]: {**latest[i], STOP_REASON_KEY: trainer.stopped_reasons[i], **trainer.probe(i)} for i in range(trainer.k)}
+    probed = [trainer.probe(i) if testhooks.probes_wanted() else {} for i in range(trainer.k)]  # always probed outside the tests
+    members = {keys[i]: {**latest[i], STOP_REASON_KEY: trainer.stopped_reasons[i], **probed[i]} for i in range(trainer.k)}
     final = {**pack_mean(latest), MEMBERS: members, STOP_REASON_KEY: "completed", **_placement(device)}
     _report(final, _checkpoint(trainer, meta_of(final, "completed")))
 
