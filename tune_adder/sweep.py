@@ -168,7 +168,7 @@ def _largest_trial(a: argparse.Namespace) -> tuple[int, str, dict[str, int]]:
         configs = [{"digits": a.digits, "cell": "LSTM", "layers": spaces.OPTUNA_LAYERS[1], "hidden": max(spaces.OPTUNA_HIDDEN),
                     "embed_dim": max(spaces.OPTUNA_EMBED), "batch_size": max(spaces.OPTUNA_BATCH)}]
     else:
-        configs = [dict(c) for c in get_grid(a.grid).configs]
+        configs = spaces.grid_configs(a.grid, a.digits)
     members = a.seeds if a.pack != "none" else 1  # a pack trains its members as one batched model
     if a.pack == "lr,seeds":
         members *= len(spaces.SEED_LRS)  # at most the grid's lrs of one config
