@@ -106,13 +106,79 @@ QUICK_SWEEP = ["--grid", "quick", "--seeds", "2", "--max-steps", "60", "--eval-e
 def quick_sweep(tmp_path_factory) -> dict:
     """One real quick sweep per session, as a user runs it: no --address (the embedded local Ray, Ray's token auth
     on, in a fresh HOME), length-generalisation probes included. Only read: test_sweep checks it and its rerun,
-    test_analysis_e2e analyses it, test_replay replays it."""
+    test_analysis_e2e analyses it, test_replay replays it. While its first trial is held at step 20 (test hook),
+    the fixture records what the sweep's processes listen on (`ss -ltnp`) and how its GCS answers a client
+    without the token, with a wrong one and with the right one; then it lets the sweep finish."""
+    from tune_adder.testhooks import BLOCK_AT
+
     root = tmp_path_factory.mktemp("quick")
-    home, storage = root / "home", root / "results"
+    home, storage, gate = root / "home", root / "results", root / "gate"
     home.mkdir()
+    gate.mkdir()
     env = {**sweep_env(), "HOME": str(home)}
     env.pop("RAY_AUTH_MODE")  # Ray's default: token auth on
     cmd = [sys.executable, "-m", "tune_adder.sweep", *QUICK_SWEEP, "--storage", str(storage)]
-    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
-    return {"cmd": cmd, "env": env, "out": out, "home": home, "storage": storage,
+    proc = subprocess.Popen(cmd, env={**env, BLOCK_AT: f"20:{gate}"}, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    network: dict = {}
+    try:
+        deadline = time.time() + 600
+        while not list(gate.glob("*.blocked")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        if proc.poll() is None and shutil.which("ss"):
+            network["listeners"] = listeners(proc.pid)
+            gcs = [addr for addr, names in network["listeners"] if "gcs_server" in names]
+            token_file = home / ".ray" / "auth_token"
+            token = token_file.read_text().strip() if token_file.is_file() else ""
+            clients = (("none", None), ("wrong", "x" * 32), ("right", token))
+            network["gcs_answers"] = {name: gcs_answer(gcs[0], t) for name, t in clients} if gcs else {}
+    finally:
+        (gate / "release").touch()
+        stdout, stderr = proc.communicate(timeout=900)
+    out = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    return {"cmd": cmd, "env": env, "out": out, "home": home, "storage": storage, "network": network,
             "experiment": storage / "quick-fifo-seeds2-steps60"}  # fmt: skip
+
+
+def listeners(root_pid: int) -> list[tuple[str, list[str]]]:
+    """(local address:port, owning process names) of every TCP socket that `root_pid` or a descendant listens on."""
+    import re
+
+    parent = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # ended meanwhile
+                pass
+    tree, grown = {root_pid}, True
+    while grown:
+        new = {pid for pid, ppid in parent.items() if ppid in tree} - tree
+        tree, grown = tree | new, bool(new)
+    out = []
+    for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=30).stdout.splitlines():
+        owners = re.findall(r'\("([^"]+)",pid=(\d+)', line)
+        if any(int(pid) in tree for _, pid in owners):
+            out.append((line.split()[3], sorted({name for name, _ in owners})))
+    return out
+
+
+def gcs_answer(address: str, token: str | None) -> str:
+    """How a Ray GCS at `address` answers a fresh client (no token file) that sends `token` (None: auth off)."""
+    host = "127.0.0.1" if address.startswith("*:") or address.startswith("[::]:") else address.rsplit(":", 1)[0]
+    target = f"{host}:{address.rsplit(':', 1)[1]}"
+    env = {k: v for k, v in sweep_env().items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=tempfile.mkdtemp(prefix="nohome_"), RAY_AUTH_MODE="disabled" if token is None else "token")
+    if token is not None:
+        env["RAY_AUTH_TOKEN"] = token
+    code = ("import ray._raylet as r\n"
+            "try:\n"
+            f"    r.GcsClient(address={target!r}).internal_kv_keys(b'', namespace=None, timeout=10)\n"
+            "    print('answered')\n"
+            "except Exception as e:\n"
+            "    print('refused', type(e).__name__, str(e).splitlines()[0][:200])\n")  # fmt: skip
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "no answer in 60 s"
+    return (done.stdout.strip().splitlines() or ["no output: " + done.stderr[-300:]])[-1]

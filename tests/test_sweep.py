@@ -139,6 +139,28 @@ def test_quick_grid_end_to_end_on_embedded_ray(quick_sweep):
     assert (exp / "trials.parquet").stat().st_mtime_ns == stamp
 
 
+# What README "Network" says a laptop user's sweep opens: Ray's own services, nothing of ours, no dashboard.
+RAY_LISTENERS = {"gcs_server", "raylet", "python", "ray::RuntimeEnv", "ray::ImplicitFu", "ray::IDLE", "ray::DashboardAg"}
+
+
+def test_the_embedded_ray_listens_only_as_the_readme_says_and_its_gcs_wants_the_token(quick_sweep):
+    """Item 7 of the hardening issue, checked with `ss -ltnp` while the quick sweep's trials are held at step 20:
+    Ray 2.60 cannot bind its ports to loopback (README), so what must hold is that only Ray's own processes listen,
+    the dashboard is off, and the GCS refuses a client without the token or with a wrong one."""
+    network = quick_sweep["network"]
+    if "listeners" not in network:
+        pytest.skip("no `ss` on this machine (Linux iproute2)")
+    listening = network["listeners"]
+    assert any("gcs_server" in names for _, names in listening) and any("raylet" in names for _, names in listening)
+    for address, names in listening:
+        assert set(names) <= RAY_LISTENERS, (address, names)
+        assert not address.endswith(":8265"), "the dashboard is listening"
+    answers = network["gcs_answers"]
+    assert answers["right"] == "answered", answers
+    for client in ("none", "wrong"):
+        assert answers[client].startswith("refused") and "Auth" in answers[client], answers
+
+
 def test_asha_stops_some_trials(tmp_path, ray_address):
     args = ["--grid", "quick", "--scheduler", "asha", "--max-steps", "80", "--eval-every", "10",
             "--grace-period", "10", "--reduction-factor", "3"]  # fmt: skip
