@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tune_adder.frames import best_trials  # noqa: E402
 from search_sim import FACTORS, Method, Table, key_of, load_tables, repetitions, simulate  # noqa: E402
 
 # The issue's comparison; "fifo-grid" is the baseline every ratio is taken against.
@@ -67,8 +68,7 @@ def run_methods(tables: list[Table], methods, reps: int, workers: int) -> pd.Dat
 def _interval(values: pd.Series) -> tuple[float, float, float]:
     """Median and 95 % interval (2.5th and 97.5th percentiles) of the repetitions; inf counts as not found."""
     v = values.to_numpy(dtype=float)
-    return tuple(float(np.percentile(v, q, method="lower" if q < 50 else "higher")) if q != 50 else float(np.median(v))
-                 for q in (50, 2.5, 97.5))  # fmt: skip
+    return float(np.median(v)), float(np.percentile(v, 2.5, method="lower")), float(np.percentile(v, 97.5, method="higher"))
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -204,9 +204,9 @@ def ray_check(dataset: Path, tables: list[Table], digits: int) -> pd.DataFrame:
 
 def _best(trials: pd.DataFrame) -> dict:
     """The sweep's best config: highest best val_exact_match, then fewest steps to solve."""
-    ranked = trials.assign(solve=trials["steps_to_solve"].astype("float").fillna(math.inf))
-    row = ranked.sort_values(["best_val_exact_match", "solve"], ascending=[False, True]).iloc[0]
-    return {f: row[f] for f in ("digits", *FACTORS)} | {"steps_to_solve": row["solve"]}
+    row = best_trials(trials, 1).iloc[0]
+    solve = row["steps_to_solve"]
+    return {f: row[f] for f in ("digits", *FACTORS)} | {"steps_to_solve": math.inf if pd.isna(solve) else float(solve)}
 
 
 def real_check(dataset: Path, experiment: Path) -> pd.DataFrame:

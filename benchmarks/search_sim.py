@@ -20,6 +20,7 @@ import heapq
 import math
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import SimpleNamespace
 from typing import Any, Iterator
 
@@ -27,6 +28,7 @@ import optuna
 import pandas as pd
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from tune_adder import frames
 from tune_adder.metrics import SOLVED_PATIENCE, STEP, TRIAL_ID
 from tune_adder.spaces import get_grid
 
@@ -62,7 +64,7 @@ class Table:
     configs: list[dict[str, Any]]  # in the grid's order
     curves: dict[tuple, list[dict[str, Any]]]
 
-    @property
+    @cached_property
     def best_steps(self) -> float:
         """The fewest steps to solve of any config (inf when none solves)."""
         return min((steps_to_solve(c) for c in self.curves.values()), default=math.inf)
@@ -79,7 +81,9 @@ def key_of(config: dict[str, Any]) -> tuple:
 
 
 def steps_to_solve(curve: list[dict[str, Any]]) -> float:
-    return next((r[STEP] for r in curve if r["val_exact_match"] >= SOLVED), math.inf)
+    """The frames' steps_to_solve, with inf for never (so it orders)."""
+    solved = frames.steps_to_solve(curve)
+    return math.inf if solved is None else solved
 
 
 def load_tables(history: pd.DataFrame, trials: pd.DataFrame, grid: str = "full") -> list[Table]:
@@ -156,11 +160,10 @@ def _scheduler(table: Table, method: Method):
     if method.scheduler == "fifo":
         return None
     # The sweep's own ASHA (tune_adder.runner._scheduler): same time attribute and stop_last_trials.
-    sched = ASHAScheduler(
+    return ASHAScheduler(
         time_attr=STEP, metric=method.metric, mode=method.mode, max_t=table.max_steps,
         grace_period=method.grace_period, reduction_factor=method.reduction_factor, stop_last_trials=False,
     )  # fmt: skip
-    return sched
 
 
 def _stops_solved(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:

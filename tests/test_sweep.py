@@ -90,6 +90,20 @@ def assert_full_histories(history: pd.DataFrame, eval_every: int, max_steps: int
         assert sorted(steps) == expected, trial_id
 
 
+def held_at(proc: subprocess.Popen, storage: Path, gate: Path, step: int, what: str, n: int = 2):
+    """Wait until `n` trials are held at `step` (their {folder: pid}), or until the sweep ended (True)."""
+    return wait_for(lambda: proc.poll() is not None or len(blocked_trials(storage, gate, step)) == n and
+                    blocked_trials(storage, gate, step), 300, what)  # fmt: skip
+
+
+def release_and_end(proc: subprocess.Popen, gate: Path) -> None:
+    """A held sweep's cleanup: let every held trial go, and end the sweep if it still runs."""
+    (gate / "release").touch()
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def blocked_trials(storage: Path, gate: Path, step: int) -> dict[Path, int]:
     """{trial folder: pid} of the trials the BLOCK_AT hook holds at `step` whose report there the driver has recorded."""
     pids = set()
@@ -188,15 +202,13 @@ def test_killed_driver_resumes_without_rerunning_or_repeating(search, tmp_path, 
     try:
         # Events, not timers: both trials the 2-CPU cluster runs are held at step 30; one is let go to its end,
         # and the trial that takes its place is held at step 30 in turn.
-        first = wait_for(lambda: proc.poll() is not None or len(blocked_trials(storage, gate, 30)) == 2 and
-                         blocked_trials(storage, gate, 30), 300, "two trials held at step 30")  # fmt: skip
+        first = held_at(proc, storage, gate, 30, "two trials held at step 30")
         assert proc.poll() is None
         done, pid = sorted(first.items())[0]
         (gate / f"{pid}.release").touch()
         wait_for(lambda: proc.poll() is not None or any(r["stop_reason"] == "completed" for r in raw_reports(done)), 300,
                  "the released trial to finish")  # fmt: skip
-        held = wait_for(lambda: proc.poll() is not None or len(blocked_trials(storage, gate, 30)) == 2 and
-                        blocked_trials(storage, gate, 30), 300, "the next trial held at step 30")  # fmt: skip
+        held = held_at(proc, storage, gate, 30, "the next trial held at step 30")
         assert proc.poll() is None and done not in held
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -209,10 +221,7 @@ def test_killed_driver_resumes_without_rerunning_or_repeating(search, tmp_path, 
         assert set(held) <= set(before) and all(checkpoints[d] == {20} for d in held), checkpoints
         out = sweep(args, storage, ray_address)
     finally:
-        (gate / "release").touch()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        release_and_end(proc, gate)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming" in out.stdout
     history, trials = frames(exp)
@@ -259,10 +268,7 @@ def test_optuna_study_in_sqlite_and_a_killed_worker_resumes_from_its_checkpoint(
         (gate / "release").touch()
         assert proc.wait(timeout=300) == 0
     finally:
-        (gate / "release").touch()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        release_and_end(proc, gate)
     reports = raw_reports(trial_dir)
     first_after = next(r for r in reports if r["pid"] != pid)
     assert first_after["step"] == 50  # resumed from the checkpoint at step 40, not from scratch

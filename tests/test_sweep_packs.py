@@ -154,7 +154,7 @@ def test_a_killed_pack_sweep_resumes_each_pack_from_its_checkpoint(tmp_path, ray
     import os
     import signal
 
-    from tests.test_sweep import assert_full_histories, blocked_trials, start_sweep, wait_for
+    from tests.test_sweep import assert_full_histories, held_at, release_and_end, start_sweep
     from tune_adder.testhooks import BLOCK_AT
 
     args = ["--grid", "quick", "--seeds", "2", "--pack", "seeds", "--max-steps", "40", "--eval-every", "10",
@@ -163,8 +163,7 @@ def test_a_killed_pack_sweep_resumes_each_pack_from_its_checkpoint(tmp_path, ray
     gate.mkdir()
     proc = start_sweep(args, storage, ray_address, env={BLOCK_AT: f"30:{gate}"})
     try:
-        held = wait_for(lambda: proc.poll() is not None or len(blocked_trials(storage, gate, 30)) == 2 and
-                        blocked_trials(storage, gate, 30), 300, "two packs held at step 30")  # fmt: skip
+        held = held_at(proc, storage, gate, 30, "two packs held at step 30")
         assert proc.poll() is None
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -172,10 +171,7 @@ def test_a_killed_pack_sweep_resumes_each_pack_from_its_checkpoint(tmp_path, ray
         assert all(sorted(m.name for m in d.glob("checkpoint_*")) == ["checkpoint_000000"] for d in held)  # step 20's
         out = sweep(args, storage, ray_address)
     finally:
-        (gate / "release").touch()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        release_and_end(proc, gate)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming" in out.stdout
     history, trials = frames(only_experiment(storage))
