@@ -123,3 +123,15 @@ def test_a_reach_is_coloured_by_its_rung_on_the_ladder_whatever_the_trained_leng
     assert [_rung_index(r, 10) for r in (10, 100, 1000, 10_000)] == [0, 1, 2, 3]
     assert [_rung_index(r, 100) for r in (100, 1000, 10_000)] == [0, 2, 3]  # 100 is no further than trained
     assert [_rung_index(r, 50) for r in (50, 100, 10_000)] == [0, 1, 3]
+
+
+def test_reach_of_an_even_number_of_seeds_is_a_probed_length_most_seeds_reach(world):
+    """Two seeds reaching 100 and 10,000: the midpoint 5,050 is no probed length; the reach shown is 100."""
+    probed = with_probes(world[1])
+    two_seeds = probed[probed["seed"] != 1]  # GRU at 10 digits: seed 0 reaches 100, seed 2 reaches 10,000
+    reach = crossed.reach_frame(two_seeds).set_index(["cell", "digits", "lr", "layers", "kind"])
+    gru10 = reach.loc[("GRU", 10, 0.01, 2, "uniform")]
+    assert (gru10["median_reach"], gru10["min_reach"], gru10["max_reach"], gru10["n_seeds"]) == (100, 100, 10000, 2)
+    four = pd.concat([probed, probed[probed["seed"] == 0].assign(seed=3)])  # seeds reach 100, 10k, 10k and 100
+    assert crossed.reach_frame(four).set_index(["cell", "digits", "lr", "layers", "kind"]).loc[
+        ("GRU", 10, 0.01, 2, "uniform"), "median_reach"] == 100
