@@ -12,7 +12,7 @@ from tune_adder.metrics import PROBE_COLUMNS, PROBE_KINDS, PROBE_LADDER
 
 from analysis.claims import UNFINISHED, ClaimResult, check_c2, check_c3, check_c4, check_c6
 from analysis.extract import varied
-from analysis.stats import steps_to_solve
+from analysis.stats import share_band, steps_to_solve
 
 FACTORS = ("cell", "lr", "layers")  # what a crossed grid crosses at every digit length
 REACH_COLUMNS = ("cell", "digits", "lr", "layers", "kind", "median_reach", "min_reach", "max_reach",
@@ -97,3 +97,51 @@ def reach_table(trials: pd.DataFrame) -> pd.DataFrame:
             row[f"reach >= {n:,}"] = f"{int((shorter['reach'] >= n).sum())}/{len(shorter)}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _share(name: str, hits: pd.Series, clusters: pd.Series) -> dict:
+    """{name}_hits, _of, _share, _low, _high over trials; the interval from resampling whole configs."""
+    by = pd.DataFrame({"hit": hits.astype(float), "config": clusters}).groupby("config")["hit"]
+    k, n = by.sum(), by.count()
+    share, low, high = share_band(k, n)
+    return {f"{name}_hits": int(k.sum()), f"{name}_of": int(n.sum()), f"{name}_share": share, f"{name}_low": low,
+            f"{name}_high": high}
+
+
+def factor_effects(trials: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
+    """Per value of the factors `by`, over every other factor and seed of a crossed grid (balanced, so each value
+    sees the same mix of the rest): the share of adders that solved their trained length within max_steps
+    (`solved_*`), and of those, the share exact on uniform sums (`uniform_top_*`) and on carry chains
+    (`carry_top_*`) all the way up the probe ladder. Intervals: 95% bootstrap over configs (a config's seeds
+    together); shares of nothing are NaN."""
+    finished = trials[~trials["stop_reason"].isin(UNFINISHED)].copy()
+    finished["_config"] = finished[["digits", *FACTORS]].astype(str).agg("/".join, axis=1)
+    finished["_solved"] = np.isfinite(steps_to_solve(finished))
+    probed = has_probes(finished)
+    if probed:
+        reach = trial_reach(finished).pivot_table(index=["cell", "digits", "lr", "layers", "seed"], columns="kind",
+                                                  values="reach")
+        keys = pd.MultiIndex.from_frame(finished[["cell", "digits", "lr", "layers", "seed"]])
+        for kind, name in zip(PROBE_KINDS, ("uniform_top", "carry_top")):
+            finished[f"_{name}"] = reach.reindex(keys)[kind].to_numpy() >= PROBE_LADDER[-1]
+    rows = []
+    for key, group in finished.groupby(list(by), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        solved = group[group["_solved"]]
+        row = {**dict(zip(by, key)), "configs": group["_config"].nunique(), "adders": len(group),
+               **_share("solved", group["_solved"], group["_config"])}
+        if probed:
+            for name in ("uniform_top", "carry_top"):
+                row.update(_share(name, solved[f"_{name}"], solved["_config"]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def effects_tables(trials: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The report's factor tables: each factor alone (one table, its values stacked), then each factor crossed
+    with the cell, the seed's own question of whether a claim holds for one cell only."""
+    alone = pd.concat([factor_effects(trials, (f,)).rename(columns={f: "value"}).assign(factor=f)
+                       for f in ("digits", *FACTORS)], ignore_index=True)
+    alone = alone[["factor", *[c for c in alone.columns if c != "factor"]]]
+    return [("One factor at a time", alone)] + [(f"cell x {f}", factor_effects(trials, ("cell", f)))
+                                                 for f in ("lr", "layers", "digits")]

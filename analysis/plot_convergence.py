@@ -172,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     if crossed.is_crossed(experiment.trials):  # the full grid: every claim again at the settings the seed never tried
         across = crossed.crossed_claims(experiment.history, experiment.trials)
         _replace_into(out / "claims_crossed.csv", lambda tmp: claims_frame(across).to_csv(tmp, index=False))
+        effects = crossed.effects_tables(experiment.trials)
+        _replace_into(out / "factor_effects.csv", lambda tmp: effects[0][1].to_csv(tmp, index=False))
         text += "\n" + crossed_section(across, crossed.never_solved(experiment.trials),
-                                        crossed.reach_table(experiment.trials) if crossed.has_probes(experiment.trials) else None)
+                                        crossed.reach_table(experiment.trials) if crossed.has_probes(experiment.trials) else None,
+                                        effects)
         print(f"crossed grid: {len(across)} claim checks at other settings: "
               + ", ".join(f"{n} {v}" for v, n in pd.Series([r.verdict for r in across]).value_counts().items()))
     _replace_into(out / "report.md", lambda tmp: Path(tmp).write_text(text))

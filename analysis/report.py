@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tune_adder.metrics import METRIC, STOP_REASONS
+from tune_adder.metrics import METRIC, PROBE_LADDER, STOP_REASONS
 
 from analysis.claims import MEASURE, ClaimResult
 from analysis.extract import SETTING_COLUMNS
@@ -98,7 +97,26 @@ def claims_section(results: list[ClaimResult]) -> str:
     return "\n".join(parts)
 
 
-def crossed_section(results: list[ClaimResult], never: pd.DataFrame, reach: pd.DataFrame | None) -> str:
+EFFECTS = {"solved": "solved", "uniform_top": "of those, uniform exact to {top}",
+           "carry_top": "of those, carry chains exact to {top}"}  # share columns of analysis.crossed.factor_effects -> report headers
+
+
+def effects_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """analysis.crossed.factor_effects for reading: each share as 'k/n = share [low, high]', '-' for a share of nothing."""
+    top = f"{PROBE_LADDER[-1]:,}"
+    out = frame[[c for c in frame.columns if not c.startswith(tuple(f"{n}_" for n in EFFECTS))]].copy()
+    for name, header in EFFECTS.items():
+        if f"{name}_hits" not in frame:
+            continue
+        out[header.format(top=top)] = [
+            "-" if r[f"{name}_of"] == 0 else
+            f"{r[f'{name}_hits']}/{r[f'{name}_of']} = {r[f'{name}_share']:.0%} [{r[f'{name}_low']:.0%}, {r[f'{name}_high']:.0%}]"
+            for r in frame.to_dict("records")]  # fmt: skip
+    return out
+
+
+def crossed_section(results: list[ClaimResult], never: pd.DataFrame, reach: pd.DataFrame | None,
+                    effects: list[tuple[str, pd.DataFrame]] = ()) -> str:
     """The crossed grid: verdicts per claim at every other cell, lr and depth; the settings that never solve; reach."""
     table = pd.DataFrame([(r.claim, f"**{r.verdict}**", r.statement) for r in results], columns=["claim", "verdict", "statement"])
     counts = pd.Series([r.verdict for r in results]).value_counts()
@@ -110,6 +128,12 @@ def crossed_section(results: list[ClaimResult], never: pd.DataFrame, reach: pd.D
         parts.append(f"**{r.claim}** ({r.verdict}): {r.statement}\n")
         parts += [f"- {line}" for line in r.evidence] + [f"- untested: {line}" for line in r.untested] + [""]
     parts.append("</details>\n")
+    if effects:
+        parts.append("### What each factor does\n\nAdders (trials) per value of a factor, over every value of the others and "
+                     "every seed (the grid is balanced, so each value sees the same mix of the rest): how many solved their "
+                     "trained length within max_steps, and how many of those add exactly all the way up the probe ladder. "
+                     "Intervals: 95% bootstrap over configs, a config's seeds resampled together.\n")
+        parts += [f"**{title}**\n\n{_table(effects_display(frame))}\n" for title, frame in effects]
     parts.append(f"### Settings that never solve\n\n{len(never)} settings where no seed reached exact match 1.0 within max_steps"
                  + (":\n\n" + _table(never) if len(never) else ".") + "\n")
     if reach is not None:

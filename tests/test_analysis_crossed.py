@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import crossed
+from analysis import crossed, report
+from analysis.stats import share_band
 from analysis.plot_convergence import main
 from tests.analysis_frames import frames, grid, write_experiment
 from tests.test_analysis_claims import AXES, as_claimed
@@ -115,6 +116,10 @@ def test_plot_script_on_a_crossed_sweep_writes_the_crossed_report_and_the_reach_
     assert "### Settings that never solve" in report and "### Who learned the algorithm" in report
     crossed_csv = pd.read_csv(out / "claims_crossed.csv")
     assert "refuted" in set(crossed_csv["verdict"])
+    assert "### What each factor does" in report and "**cell x layers**" in report
+    effects = pd.read_csv(out / "factor_effects.csv").set_index(["factor", "value"])
+    lstm = effects.loc[("cell", "LSTM")]  # lr 0.1 never solves: 2 of its 3 lrs solve (as_claimed: all by 1000 here)
+    assert (lstm["solved_hits"], lstm["solved_of"], lstm["carry_top_hits"]) == (24, 36, 0)
 
 
 def test_a_reach_is_coloured_by_its_rung_on_the_ladder_whatever_the_trained_length():
@@ -135,3 +140,44 @@ def test_reach_of_an_even_number_of_seeds_is_a_probed_length_most_seeds_reach(wo
     four = pd.concat([probed, probed[probed["seed"] == 0].assign(seed=3)])  # seeds reach 100, 10k, 10k and 100
     assert crossed.reach_frame(four).set_index(["cell", "digits", "lr", "layers", "kind"]).loc[
         ("GRU", 10, 0.01, 2, "uniform"), "median_reach"] == 100
+
+
+def test_factor_effects_count_solved_adders_and_which_of_them_generalise(world):
+    """Shares per factor value against counts taken from the world's own rules; intervals that resample configs."""
+    probed = with_probes(world[1])
+    trials = [dict(digits=d, lr=lr, layers=n, cell=c, seed=s) for d in AXES["digits"] for lr in AXES["lr"]
+              for n in AXES["layers"] for c in AXES["cell"] for s in (0, 1, 2)]
+    solved = [t for t in trials if (at := lstm_fails_at_lr_01(t)) is not None and at <= 1000]  # 1000 = max_steps
+    by_cell = crossed.factor_effects(probed, ("cell",)).set_index("cell")
+    for cell in AXES["cell"]:
+        n_solved, n_all = sum(t["cell"] == cell for t in solved), sum(t["cell"] == cell for t in trials)
+        row = by_cell.loc[cell]
+        assert (row["solved_hits"], row["solved_of"], row["adders"], row["configs"]) == (n_solved, n_all, n_all, n_all // 3)
+        assert row["solved_share"] == pytest.approx(n_solved / n_all)
+    # of the solved: GRUs exact on carry chains to 10,000 except seed 0 trained on 10 digits; RNNs on uniform sums only
+    gru = [t for t in solved if t["cell"] == "GRU"]
+    misses = sum(t["digits"] == 10 and t["seed"] == 0 for t in gru)
+    assert (by_cell.loc["GRU", "carry_top_hits"], by_cell.loc["GRU", "carry_top_of"]) == (len(gru) - misses, len(gru))
+    rnn = by_cell.loc["RNN"]
+    n_rnn = sum(t["cell"] == "RNN" for t in solved)
+    assert (rnn["uniform_top_hits"], rnn["uniform_top_of"], rnn["uniform_top_low"], rnn["uniform_top_high"]) == (n_rnn, n_rnn, 1, 1)
+    assert (rnn["carry_top_hits"], rnn["carry_top_share"], rnn["carry_top_high"]) == (0, 0, 0)
+    two = crossed.factor_effects(probed, ("cell", "lr")).set_index(["cell", "lr"])
+    assert (two.loc[("LSTM", 0.1), "solved_hits"], two.loc[("LSTM", 0.1), "solved_of"]) == (0, 36)  # never solves
+    assert two.loc[("LSTM", 0.1), "carry_top_of"] == 0 and np.isnan(two.loc[("LSTM", 0.1), "carry_top_share"])
+    shown = report.effects_display(two.reset_index()).set_index(["cell", "lr"])
+    assert shown.loc[("LSTM", 0.1), "of those, carry chains exact to 10,000"] == "-"  # nobody to probe
+    assert shown.loc[("RNN", 0.01), "of those, uniform exact to 10,000"].endswith("= 100% [100%, 100%]")
+    # GRU at 10 digits: 8 configs pass 2 of 3 seeds, one (lr 0.1, 1 layer) has 1 solved seed that fails. Resampling
+    # configs keeps the share near 2/3; resampling the 25 adders as if independent would widen it to about [44%, 84%].
+    gru10 = crossed.factor_effects(probed, ("cell", "digits")).set_index(["cell", "digits"]).loc[("GRU", 10)]
+    assert (gru10["carry_top_hits"], gru10["carry_top_of"]) == (16, 25)
+    assert 0.55 <= gru10["carry_top_low"] and gru10["carry_top_high"] <= 0.67
+
+
+def test_a_share_interval_resamples_configs_not_seeds():
+    """Two configs, one whose 3 seeds all pass and one whose 3 all fail: the seeds say nothing independent, so the
+    interval spans what resampling the 2 configs gives (0 % to 100 %), not the narrower one of 6 independent trials."""
+    share, low, high = share_band([3, 0], [3, 3])
+    assert (share, low, high) == (0.5, 0.0, 1.0)
+    assert share_band([2], [3]) == (2 / 3, 2 / 3, 2 / 3)
