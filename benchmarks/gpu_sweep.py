@@ -26,7 +26,7 @@ import sys
 import tarfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, help="default 200 (smoke: 20)")
     p.add_argument("--eval-every", type=int, help="default 50 (smoke: 10)")
     p.add_argument("--eval-size", type=int, help="default 2000 (smoke: 200)")
+    p.add_argument("--seeds", type=int, help="seeds of every setting (default each setting's: 5 on the GPU, 2 in smoke)")
     p.add_argument("--budget", type=float, help="seconds for all settings together (default 250; smoke 120)")
     p.add_argument("--archive-only", action="store_true", help=argparse.SUPPRESS)  # the shell script's clean-up
     args = p.parse_args(argv)
@@ -309,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = SMOKE_SETTINGS if args.smoke else GPU_SETTINGS
     if args.settings:
         settings = tuple(s for s in settings if s.label in args.settings.split(","))
+    if args.seeds:  # e.g. the full study on a lent GPU: --grid full --max-steps 1000 --settings d --seeds 3
+        settings = tuple(replace(s, seeds=args.seeds) for s in settings)
     # Every command must parse before the first one runs (no Ray needed for that): a typo costs no device time.
     sys.path.insert(0, str(REPO))
     from tune_adder.sweep import parse_settings
