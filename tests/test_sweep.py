@@ -535,6 +535,7 @@ def test_a_signal_stops_a_running_sweep_within_seconds_and_writes_its_frames(sig
     clocks = [line.split()[1].rstrip("]") for line in status_lines()]
     seconds = [int(h) * 3600 + int(m) * 60 + int(x) for h, m, x in (c.split(":") for c in clocks)]
     assert len(seconds) >= 3 and all(1 <= b - a <= 20 for a, b in zip(seconds, seconds[1:])), clocks
+    assert all(" of 8 trials ended, " in line for line in status_lines()), status_lines()[-1]  # the quick grid: 8
     assert took < 30, took
     assert "Traceback" not in err, err[-3000:]
     assert "rerun the same command" in out
@@ -549,3 +550,30 @@ def test_imports_run_one_way():
     code = "import sys, tune_adder.runner, tune_adder.record; print(sorted(m for m in sys.modules if m == 'tune_adder.sweep'))"
     out = subprocess.run([sys.executable, "-c", code], env=sweep_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+
+
+def test_status_line_counts_the_whole_sweep_and_a_resumed_run_restarts_its_clock():
+    """Counts against every trial the sweep will make (Tune creates them lazily); a resumed sweep's StatusLine comes
+    back from the first run's pickle, and its setup (Tune calls it at every start) resets the clock."""
+    import pickle
+    from types import SimpleNamespace
+
+    from tune_adder.runner import StatusLine, status_line
+
+    def trial(status, score=None, step=None):
+        return SimpleNamespace(status=status, config={"digits": 10, "lr": 0.01, "cell": "RNN"},
+                               last_result={} if score is None else {"val_exact_match": score, "step": step})
+
+    trials = [trial("TERMINATED", 1.0, 300), trial("TERMINATED", 0.5, 1000), trial("ERROR"), trial("RUNNING", 0.2, 50),
+              trial("PENDING")]  # fmt: skip
+    noon = 12 * 3600 + 34 * 60 + 56.0
+    line = status_line("full", trials, elapsed=26 * 3600 + 61, total=432, now=noon)  # past a day: no wrap to 02:01:01
+    assert line.startswith("[full 12:34:56 UTC, 26:01:01 in] 3 of 432 trials ended, 1 running (1 failed) | best ")
+    assert "val_exact_match 1.000 at step 300 (digits=10 lr=0.01 cell=RNN)" in line
+    assert "of 5 trials" in status_line("q", trials, 0.0)  # total unknown: the trials Tune has made
+
+    first = StatusLine("full", every=30)
+    first.started -= 5 * 3600  # the first run began five hours ago
+    restored = pickle.loads(pickle.dumps(first))  # what Tuner.restore hands back
+    restored.setup(total_num_samples=432)
+    assert time.time() - restored.started < 5 and restored.total == 432

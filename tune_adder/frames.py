@@ -33,7 +33,7 @@ from tune_adder.metrics import (
 HISTORY_FILE = "history.parquet"  # the frames' file names in the experiment folder
 TRIALS_FILE = "trials.parquet"
 # Ray's trial statuses that mean the trial will not run again in this sweep.
-TERMINATED, ERROR = "TERMINATED", "ERROR"
+TERMINATED, ERROR, RUNNING = "TERMINATED", "ERROR", "RUNNING"
 # Key the trainable adds to each report: "running" until its final report names how the run ended.
 STOP_REASON_KEY = "stop_reason"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 
 from tune_adder import spaces, testhooks
-from tune_adder.frames import ERROR, best_trials, pack_list
+from tune_adder.frames import ERROR, RUNNING, TERMINATED, best_trials, pack_list
 from tune_adder.metrics import ASHA_METRICS, CONFIG_COLUMNS, METRIC, MODE, PACK_SEEDS, STEP
 from tune_adder.results import HISTORY_FILE, TRIALS_FILE, LiveFrames, write_frames
 from tune_adder.storage import Storage
@@ -304,17 +304,23 @@ class ResumableOptunaSearch(OptunaSearch):
 
 # ---- output -------------------------------------------------------------------------------------
 class StatusLine(tune.Callback):
-    """One line every `every` seconds: trial counts by state and the best result so far."""
+    """One line every `every` seconds: how many of the sweep's trials have ended, and the best result so far."""
 
     def __init__(self, name: str, every: float) -> None:
         self.name, self.every = name, every
+        self.total: int | None = None
         self.started = self.last = time.time()
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
+        # Called at every start of the sweep, a resumed one too: Tune restores this object from the first run's
+        # pickle, so without this its clock would count from that run's start.
+        self.started = self.last = time.time()
+        self.total = total_num_samples
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if time.time() - self.last >= self.every:
             self.last = time.time()
-            print(status_line(self.name, trials, time.time() - self.started), flush=True)
-
+            print(status_line(self.name, trials, time.time() - self.started, self.total), flush=True)
 
 
 class FailureLines(tune.Callback):
@@ -348,14 +354,19 @@ def _short_config(config: dict[str, Any]) -> str:
     return " ".join(f"{k}={config[k]}" for k in CONFIG_COLUMNS if k in config and k != "max_steps")
 
 
-def status_line(name: str, trials: list, elapsed: float) -> str:
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.status] = counts.get(t.status, 0) + 1
+def status_line(name: str, trials: list, elapsed: float, total: int | None = None, now: float | None = None) -> str:
+    """`[name HH:MM:SS UTC, H:MM:SS in] E of N trials ended, R running (F failed) | best ...`: the time of day, the
+    time since this run started, and the counts over the whole sweep (N: every trial it will make, the ones
+    Tune has not created yet included; trials ended in earlier runs of a resumed sweep count as ended)."""
+    ended = sum(t.status in (TERMINATED, ERROR) for t in trials)
+    running = sum(t.status == RUNNING for t in trials)
+    failed = sum(t.status == ERROR for t in trials)
+    hours, rest = divmod(int(elapsed), 3600)
+    clock = time.strftime("%H:%M:%S", time.gmtime(time.time() if now is None else now))
+    head = (f"[{name} {clock} UTC, {hours}:{rest // 60:02d}:{rest % 60:02d} in] {ended} of {max(total or 0, len(trials))} "
+            f"trials ended, {running} running" + (f" ({failed} failed)" if failed else ""))
     scored = [t for t in trials if t.last_result and t.last_result.get(METRIC) is not None]
     best = max(scored, key=lambda t: t.last_result[METRIC], default=None)
-    states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items()))
-    head = f"[{name} {time.strftime('%H:%M:%S', time.gmtime(elapsed))}] {len(trials)} trials: {states}"
     if best is None:
         return head
     return f"{head} | best {METRIC} {best.last_result[METRIC]:.3f} at step {best.last_result.get(STEP)} ({_short_config(best.config)})"
