@@ -37,13 +37,13 @@ def sweep(
     args: list[str], storage: Path, address: str | None, timeout: float = 600, env: dict[str, str | None] | None = None,
     probes: bool = False,
 ) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage)]
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *TINY, *args, "--storage", str(storage)]  # args may override TINY
     cmd += ["--address", address] if address else []
     return subprocess.run(cmd, env=hook_env(env, probes), cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def start_sweep(args: list[str], storage: Path, address: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tune_adder.sweep", *args, *TINY, "--storage", str(storage), "--address", address]
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *TINY, *args, "--storage", str(storage), "--address", address]
     return subprocess.Popen(cmd, env=hook_env(env, False), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -315,9 +315,11 @@ def test_failed_trials_exit_nonzero_one_line_each_and_a_rerun_retries_them(tmp_p
     assert code == 2 and "--max-steps 40 there, 50 now" in err, err[-2000:]
     assert len(err.strip().splitlines()) == 1 and (exp / "experiment.json").read_bytes() == stamp
 
-    again = sweep(args, tmp_path, ray_address)
+    # The rerun drops --quiet: flags a rerun may change apply to it, not the first run's (Tune restores those).
+    again = sweep([a for a in args if a != "--quiet"] + ["--status-every", "0.2"], tmp_path, ray_address)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "resuming" in again.stdout and "already complete" not in again.stdout
+    assert "[fails " in again.stdout and " of 8 trials ended" in again.stdout, again.stdout[-2000:]
     record = json.loads((exp / "experiment.json").read_text())
     assert record["status"] == "completed"
     history, trials = frames(exp)

@@ -276,9 +276,15 @@ def _new_tuner(s: Settings, storage: Storage) -> tune.Tuner:
 def _restore_tuner(s: Settings, storage: Storage) -> tune.Tuner:
     # Same trainable (and so the same name) as the first run; unfinished and errored trials continue
     # from their latest checkpoints, finished ones are kept as they are.
-    return tune.Tuner.restore(
+    tuner = tune.Tuner.restore(
         storage.path(s.name), _trainable(s), resume_unfinished=True, resume_errored=True, storage_filesystem=storage.fs
     )
+    # Tune restores the first run's RunConfig from its pickle: its callbacks and failure settings would silently
+    # overrule this run's --max-failures, --quiet and --status-every (flags a rerun may change). This run's apply.
+    run_config = tuner._local_tuner.get_run_config()  # no public setter in Ray 2.60; ray:// is refused earlier
+    fresh = _run_config(s, storage)
+    run_config.callbacks, run_config.failure_config = fresh.callbacks, fresh.failure_config
+    return tuner
 
 
 class ResumableOptunaSearch(OptunaSearch):
