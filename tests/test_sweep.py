@@ -579,3 +579,25 @@ def test_status_line_counts_the_whole_sweep_and_a_resumed_run_restarts_its_clock
     restored = pickle.loads(pickle.dumps(first))  # what Tuner.restore hands back
     restored.setup(total_num_samples=432)
     assert time.time() - restored.started < 5 and restored.total == 432
+
+
+def test_a_fifo_sweep_resumes_whatever_asha_settings_a_rerun_has_and_an_asha_sweep_does_not(tmp_path):
+    """ASHA's flags shape no trial of a FIFO sweep, so a FIFO experiment recorded under other ASHA defaults resumes;
+    an ASHA experiment whose rungs would change is refused, naming the flag."""
+    from tune_adder.record import check_same_settings
+    from tune_adder.settings import RESUME_KEYS, UsageError
+    from tune_adder.sweep import parse_settings
+
+    def record(argv):
+        s = parse_settings([*argv, "--storage", str(tmp_path)])
+        return {k: getattr(s, k) for k in RESUME_KEYS}
+
+    fifo = ["--grid", "quick"]
+    old_defaults = ["--grace-period", "100", "--reduction-factor", "3", "--asha-metric", "val_exact_match"]
+    new_defaults = ["--grace-period", "50", "--reduction-factor", "4", "--asha-metric", "val_loss"]
+    check_same_settings(record([*fifo, *old_defaults]), parse_settings([*fifo, *new_defaults, "--storage", str(tmp_path)]))
+    asha = [*fifo, "--scheduler", "asha"]
+    with pytest.raises(UsageError, match=r"--grace-period 100 there, 50 now; --reduction-factor 3\.0 there, 4\.0 now"):
+        check_same_settings(record([*asha, *old_defaults]), parse_settings([*asha, *new_defaults, "--storage", str(tmp_path)]))
+    with pytest.raises(UsageError, match="--scheduler 'asha' there, 'fifo' now"):  # the scheduler itself always counts
+        check_same_settings(record([*asha, *old_defaults]), parse_settings([*fifo, *new_defaults, "--storage", str(tmp_path)]))

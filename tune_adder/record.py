@@ -20,6 +20,7 @@ from tune_adder.storage import Storage
 
 # experiment.json "status": a rerun resumes anything but COMPLETED (errored trials from their checkpoints).
 COMPLETED, PARTIAL, FAILED, INTERRUPTED = "completed", "partial", "failed", "interrupted"
+ASHA_KEYS = ("grace_period", "reduction_factor", "asha_metric")  # the RESUME_KEYS only --scheduler asha uses
 # Keys every experiment.json of this project has: a file without them is someone else's.
 RECORD_KEYS = frozenset({"name", "search", "num_trials", "status", "sessions"})
 
@@ -28,7 +29,9 @@ def check_same_settings(record: dict[str, Any], s: Settings) -> None:
     """A rerun with different trial settings is refused, not mixed into the experiment."""
     ours = asdict(s)
     theirs = {k: record.get(k, RESUME_DEFAULTS.get(k)) for k in RESUME_KEYS}  # a key added since: its value then
-    diffs = [f"--{k.replace('_', '-')} {theirs[k]!r} there, {ours[k]!r} now" for k in RESUME_KEYS if theirs[k] != ours[k]]
+    # ASHA's settings shape no trial of a FIFO sweep: a FIFO sweep resumes whatever they are (their defaults may change).
+    keys = [k for k in RESUME_KEYS if k not in ASHA_KEYS or "asha" in (ours["scheduler"], theirs["scheduler"])]
+    diffs = [f"--{k.replace('_', '-')} {theirs[k]!r} there, {ours[k]!r} now" for k in keys if theirs[k] != ours[k]]
     if diffs:
         raise UsageError(
             f"experiment {s.name!r} in {s.storage} was run with other settings ({'; '.join(diffs)}); "
