@@ -97,6 +97,7 @@ def claims_section(results: list[ClaimResult]) -> str:
     return "\n".join(parts)
 
 
+VERDICT_ORDER = ("supported", "suggested", "inconclusive", "suggested against", "refuted", "not testable")
 EFFECTS = {"solved": "solved", "uniform_top": "of those, uniform exact to {top}",
            "carry_top": "of those, carry chains exact to {top}"}  # share columns of analysis.crossed.factor_effects -> report headers
 
@@ -115,6 +116,14 @@ def effects_display(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def verdict_tally(results: list[ClaimResult]) -> pd.DataFrame:
+    """Per claim id (C2, C3, ...), the number of its checks with each verdict, in a fixed verdict order."""
+    frame = pd.DataFrame({"claim": [r.claim.split(" [")[0] for r in results], "verdict": [r.verdict for r in results]})
+    tally = pd.crosstab(frame["claim"], frame["verdict"])
+    order = [v for v in VERDICT_ORDER if v in tally.columns] + [v for v in tally.columns if v not in VERDICT_ORDER]
+    return tally[order].assign(checks=tally.sum(axis=1)).reset_index().rename_axis(columns=None)
+
+
 def crossed_section(results: list[ClaimResult], never: pd.DataFrame, reach: pd.DataFrame | None,
                     effects: list[tuple[str, pd.DataFrame]] = ()) -> str:
     """The crossed grid: verdicts per claim at every other cell, lr and depth; the settings that never solve; reach."""
@@ -123,6 +132,7 @@ def crossed_section(results: list[ClaimResult], never: pd.DataFrame, reach: pd.D
     parts = ["## The claims across the crossed grid\n",
              "Each claim of the seed re-checked at the cells, learning rates and depths the seed held fixed "
              f"(same measure and intervals as above): {', '.join(f'{n} {v}' for v, n in counts.items())}.\n",
+             "Per claim, how many of its checks got each verdict:\n", _table(verdict_tally(results)), "",
              _table(table), "", "<details><summary>Evidence for every check</summary>\n"]
     for r in results:
         parts.append(f"**{r.claim}** ({r.verdict}): {r.statement}\n")

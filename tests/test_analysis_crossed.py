@@ -46,6 +46,10 @@ def test_claims_are_rechecked_where_the_seed_never_looked(world):
     assert results["C2 [LSTM, 2 layers, lr 0.01]"].verdict == "supported"
     assert results["C2 [LSTM, 2 layers, lr 0.1]"].verdict == "inconclusive"  # never solves at any length: no order
     assert all(r.evidence for r in results.values() if r.verdict != "not testable")
+    tally = report.verdict_tally(list(results.values())).set_index("claim")
+    assert tally.loc["C3", "refuted"] == len(AXES["layers"]) and tally.loc["C3", "checks"] == 3 * len(AXES["layers"])
+    assert tally.loc["C3", "supported"] == 2 * len(AXES["layers"]) - 1  # RNN everywhere, GRU but at 1 layer
+    assert tally.columns[0] == "supported" and tally["checks"].sum() == len(results)  # verdicts in a fixed order
 
 
 def crossed_label(n: int) -> str:
