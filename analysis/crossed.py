@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from tune_adder import generalisation
-from tune_adder.metrics import PROBE_COLUMNS, PROBE_KINDS, PROBE_LADDER
+from tune_adder.metrics import CARRY_CHAIN_METRIC, PROBE_COLUMNS, PROBE_KINDS, PROBE_LADDER
 
 from analysis.claims import UNFINISHED, ClaimResult, check_c2, check_c3, check_c4, check_c6
 from analysis.extract import varied
@@ -111,8 +111,8 @@ def _share(name: str, hits: pd.Series, clusters: pd.Series) -> dict:
 def factor_effects(trials: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
     """Per value of the factors `by`, over every other factor and seed of a crossed grid (balanced, so each value
     sees the same mix of the rest): the share of adders that solved their trained length within max_steps
-    (`solved_*`), and of those, the share exact on uniform sums (`uniform_top_*`) and on carry chains
-    (`carry_top_*`) all the way up the probe ladder. Intervals: 95% bootstrap over configs (a config's seeds
+    (`solved_*`), and of those, the share exact on carry chains of their trained length (`carry_trained_*`), and
+    on uniform sums (`uniform_top_*`) and carry chains (`carry_top_*`) all the way up the probe ladder. Intervals: 95% bootstrap over configs (a config's seeds
     together); shares of nothing are NaN."""
     finished = trials[~trials["stop_reason"].isin(UNFINISHED)].copy()
     finished["_config"] = finished[["digits", *FACTORS]].astype(str).agg("/".join, axis=1)
@@ -124,12 +124,16 @@ def factor_effects(trials: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
         keys = pd.MultiIndex.from_frame(finished[["cell", "digits", "lr", "layers", "seed"]])
         for kind, name in zip(PROBE_KINDS, ("uniform_top", "carry_top")):
             finished[f"_{name}"] = reach.reindex(keys)[kind].to_numpy() >= PROBE_LADDER[-1]
+    # The held-out score is on random sums, which rarely carry far: how many "solved" adders also add carry chains
+    # of their own trained length (the evaluation's carry-chain set, at the last step)?
+    finished["_carry_trained"] = finished[f"final_{CARRY_CHAIN_METRIC}"].astype(float) >= generalisation.PASS_EXACT_MATCH
     rows = []
     for key, group in finished.groupby(list(by), sort=True):
         key = key if isinstance(key, tuple) else (key,)
         solved = group[group["_solved"]]
         row = {**dict(zip(by, key)), "configs": group["_config"].nunique(), "adders": len(group),
-               **_share("solved", group["_solved"], group["_config"])}
+               **_share("solved", group["_solved"], group["_config"]),
+               **_share("carry_trained", solved["_carry_trained"], solved["_config"])}
         if probed:
             for name in ("uniform_top", "carry_top"):
                 row.update(_share(name, solved[f"_{name}"], solved["_config"]))

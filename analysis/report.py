@@ -98,7 +98,8 @@ def claims_section(results: list[ClaimResult]) -> str:
 
 
 VERDICT_ORDER = ("supported", "suggested", "inconclusive", "suggested against", "refuted", "not testable")
-EFFECTS = {"solved": "solved", "uniform_top": "of those, uniform exact to {top}",
+EFFECTS = {"solved": "solved", "carry_trained": "of those, carry chains exact at the trained length",
+           "uniform_top": "of those, uniform exact to {top}",
            "carry_top": "of those, carry chains exact to {top}"}  # share columns of analysis.crossed.factor_effects -> report headers
 
 
@@ -141,7 +142,9 @@ def crossed_section(results: list[ClaimResult], never: pd.DataFrame, reach: pd.D
     if effects:
         parts.append("### What each factor does\n\nAdders (trials) per value of a factor, over every value of the others and "
                      "every seed (the grid is balanced, so each value sees the same mix of the rest): how many solved their "
-                     "trained length within max_steps, and how many of those add exactly all the way up the probe ladder. "
+                     "trained length within max_steps (exact match 1.0 on the held-out random sums), how many of those also add "
+                     "carry chains of that length exactly (random sums rarely carry far), and how many add exactly all the "
+                     "way up the probe ladder. "
                      "Intervals: 95% bootstrap over configs, a config's seeds resampled together.\n")
         parts += [f"**{title}**\n\n{_table(effects_display(frame))}\n" for title, frame in effects]
     parts.append(f"### Settings that never solve\n\n{len(never)} settings where no seed reached exact match 1.0 within max_steps"

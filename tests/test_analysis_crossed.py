@@ -10,7 +10,7 @@ from analysis.stats import share_band
 from analysis.plot_convergence import main
 from tests.analysis_frames import frames, grid, write_experiment
 from tests.test_analysis_claims import AXES, as_claimed
-from tune_adder.metrics import PROBE_COLUMNS, probe_column
+from tune_adder.metrics import CARRY_CHAIN_METRIC, PROBE_COLUMNS, probe_column
 
 
 def lstm_fails_at_lr_01(c: dict) -> int | None:
@@ -70,7 +70,8 @@ def test_never_solved_lists_exactly_the_settings_no_seed_solves(world):
 
 def with_probes(trials: pd.DataFrame) -> pd.DataFrame:
     """GRU adders exact everywhere; RNNs exact on uniform sums to 10,000 but on carry chains only to 100;
-    LSTMs generalise nowhere; one GRU seed at 10 digits fails at 1,000."""
+    LSTMs generalise nowhere, not even to carry chains of their trained length; one GRU seed at 10 digits fails at
+    1,000."""
     trials = trials.copy()
     for i, row in trials.iterrows():
         for kind in ("uniform", "carry_chain"):
@@ -79,6 +80,7 @@ def with_probes(trials: pd.DataFrame) -> pd.DataFrame:
                 if row["cell"] == "GRU" and row["digits"] == 10 and row["seed"] == 0 and n >= 1000:
                     ok = False
                 trials.loc[i, probe_column(kind, n)] = 1.0 if ok else 0.5
+        trials.loc[i, f"final_{CARRY_CHAIN_METRIC}"] = 0.5 if row["cell"] == "LSTM" else 1.0  # at the trained length
     return trials
 
 
@@ -162,6 +164,8 @@ def test_factor_effects_count_solved_adders_and_which_of_them_generalise(world):
     gru = [t for t in solved if t["cell"] == "GRU"]
     misses = sum(t["digits"] == 10 and t["seed"] == 0 for t in gru)
     assert (by_cell.loc["GRU", "carry_top_hits"], by_cell.loc["GRU", "carry_top_of"]) == (len(gru) - misses, len(gru))
+    assert (by_cell.loc["LSTM", "carry_trained_hits"], by_cell.loc["RNN", "carry_trained_share"]) == (0, 1.0)
+    assert by_cell.loc["GRU", "carry_trained_hits"] == by_cell.loc["GRU", "solved_hits"] == len(gru)
     rnn = by_cell.loc["RNN"]
     n_rnn = sum(t["cell"] == "RNN" for t in solved)
     assert (rnn["uniform_top_hits"], rnn["uniform_top_of"], rnn["uniform_top_low"], rnn["uniform_top_high"]) == (n_rnn, n_rnn, 1, 1)

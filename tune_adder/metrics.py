@@ -10,6 +10,8 @@ ASHA_METRICS = {"val_exact_match": "max", "val_loss": "min"}
 # The training-progress axis that ASHA and the plots use.
 STEP = "step"
 
+# Exact match on the evaluation's carry-chain sums at the trained length (the analysis reads it by this name).
+CARRY_CHAIN_METRIC = "carry_chain_exact_match"
 # What `fit` reports at each evaluation (EvalMetrics fields, in order).
 EVAL_METRICS = (
     "step",
@@ -18,7 +20,7 @@ EVAL_METRICS = (
     "val_loss",
     "val_exact_match",  # share of held-out sums whose every digit is right: the seed's accuracy
     "val_digit_acc",
-    "carry_chain_exact_match",  # a + b == base**digits: the carry runs the whole length
+    CARRY_CHAIN_METRIC,  # a + b == base**digits: the carry runs the whole length
     "longer_exact_match",  # sums at twice the trained length
     "steps_per_s",
     "diverged",
