@@ -112,8 +112,8 @@ def factor_effects(trials: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
     """Per value of the factors `by`, over every other factor and seed of a crossed grid (balanced, so each value
     sees the same mix of the rest): the share of adders that solved their trained length within max_steps
     (`solved_*`), and of those, the share exact on carry chains of their trained length (`carry_trained_*`), and
-    on uniform sums (`uniform_top_*`) and carry chains (`carry_top_*`) all the way up the probe ladder. Intervals: 95% bootstrap over configs (a config's seeds
-    together); shares of nothing are NaN."""
+    on uniform sums (`uniform_top_*`) and carry chains (`carry_top_*`) all the way up the probe ladder.
+    Intervals: 95% bootstrap over configs (a config's seeds together); shares of nothing are NaN."""
     finished = trials[~trials["stop_reason"].isin(UNFINISHED)].copy()
     finished["_config"] = finished[["digits", *FACTORS]].astype(str).agg("/".join, axis=1)
     finished["_solved"] = np.isfinite(steps_to_solve(finished))

@@ -128,7 +128,8 @@ def reach_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntry]
                                    "probed at 100, 1,000 and 10,000 digits")
     save_figure(fig, frame, out, "generalisation_reach")
     note = ("Each square: the longest probed length up to which every probed length is added exactly (exact match >= 0.99), "
-            "median over seeds (with an even number of seeds the lower one: the longest length most seeds reach), with the min..max over seeds below it when they differ; '-' means no further than the "
+            "median over seeds (with an even number of seeds the lower one: the longest length most seeds reach), "
+            "with the min..max over seeds below it when they differ; '-' means no further than the "
             "trained length. Random sums rarely carry far: the carry chains (a carry through every digit) are the hard test.")
     return [FigureEntry("generalisation_reach", "Length generalisation: uniform sums and carry chains", note)]
 

@@ -121,16 +121,14 @@ def converges_faster(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame) ->
 def share_band(hits, counts) -> tuple[float, float, float]:
     """(share, low, high): the pooled share sum(hits) / sum(counts) with a 95% bootstrap interval that resamples
     whole clusters (a config with all its seeds), since seeds of one config are not independent of each other."""
-    hits, counts = np.asarray(hits, dtype=float), np.asarray(counts, dtype=float)
-    if counts.sum() == 0:
+    pairs = np.column_stack([np.asarray(hits, dtype=float), np.asarray(counts, dtype=float)])  # (clusters, 2)
+    if pairs[:, 1].sum() == 0:
         return float("nan"), float("nan"), float("nan")
-    share = float(hits.sum() / counts.sum())
-    if len(hits) < 2:
+    share = float(pairs[:, 0].sum() / pairs[:, 1].sum())
+    if len(pairs) < 2:
         return share, share, share
-    rng = np.random.default_rng(BOOT_SEED)
-    idx = rng.integers(0, len(hits), size=(N_BOOT, len(hits)))
     with np.errstate(invalid="ignore"):
-        boot = hits[idx].sum(axis=1) / counts[idx].sum(axis=1)
+        boot = _resample(pairs, lambda x, axis: x[..., 0].sum(axis=axis) / x[..., 1].sum(axis=axis))
     boot = boot[np.isfinite(boot)]
     tail = (1 - CONFIDENCE) / 2
     return share, float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))

@@ -318,8 +318,8 @@ class StatusLine(tune.Callback):
         self.started = self.last = time.time()
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
-        # Called at every start of the sweep, a resumed one too: Tune restores this object from the first run's
-        # pickle, so without this its clock would count from that run's start.
+        # Tune calls this at every start, a resumed one too: the clock counts from here, and the total is every
+        # trial the sweep will make (Tune creates them lazily).
         self.started = self.last = time.time()
         self.total = total_num_samples
 
