@@ -555,8 +555,8 @@ def test_imports_run_one_way():
 
 
 def test_status_line_counts_the_whole_sweep_and_a_resumed_run_restarts_its_clock():
-    """Counts against every trial the sweep will make (Tune creates them lazily); a resumed sweep's StatusLine comes
-    back from the first run's pickle, and its setup (Tune calls it at every start) resets the clock."""
+    """Counts against every trial the sweep will make (Tune creates them lazily); setup, which Tune calls at every
+    start, restarts the clock, even on a StatusLine unpickled from an earlier run."""
     import pickle
     from types import SimpleNamespace
 
