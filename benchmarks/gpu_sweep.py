@@ -310,14 +310,19 @@ def main(argv: list[str] | None = None) -> int:
     settings = SMOKE_SETTINGS if args.smoke else GPU_SETTINGS
     if args.settings:
         settings = tuple(s for s in settings if s.label in args.settings.split(","))
-    if args.seeds:  # e.g. the full study on a lent GPU: --grid full --max-steps 1000 --settings d --seeds 3
+    if args.seeds is not None:  # e.g. the full study on a lent GPU: --grid full --max-steps 1000 --settings d --seeds 3
         settings = tuple(replace(s, seeds=args.seeds) for s in settings)
     # Every command must parse before the first one runs (no Ray needed for that): a typo costs no device time.
     sys.path.insert(0, str(REPO))
+    from tune_adder.settings import UsageError
     from tune_adder.sweep import parse_settings
 
-    for s in settings:
-        parse_settings(sweep_command(s, args, args.out / "sweeps")[3:])
+    try:
+        for s in settings:
+            parse_settings(sweep_command(s, args, args.out / "sweeps")[3:])
+    except UsageError as err:  # one line, before any device time is spent
+        print(f"gpu_sweep.py: setting {s.label}: {err}", file=sys.stderr)
+        return 2
     header = _header(args, settings)
     rows: list[dict] = []
     budget = Budget(args.budget)
