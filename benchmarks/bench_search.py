@@ -49,14 +49,16 @@ METHODS = (
     Method("tpe-asha-loss", search="tpe", scheduler="asha", metric="val_loss"),
 )
 BASELINE = "fifo-grid"
-SCAN_METRICS, SCAN_GRACE, SCAN_RF = ("val_exact_match", "val_loss"), (50, 100, 200), (2, 3, 4)
+SCAN_METRICS, SCAN_GRACE, SCAN_RF = ("val_exact_match", "val_loss"), (50, 100, 200), (2, 3, 4, 6, 8)
+SCAN_SOLVE = (False, True)  # with --stop-when-solved too: a solved trial need not run to max_steps
 ANYTIME = ("fifo-grid", "fifo-random", "tpe", "asha-grid", "asha-grid-loss", "tpe-asha-loss")
 
 
 def scan_methods() -> list[Method]:
     return [
-        Method(f"asha-{metric}-g{grace}-rf{rf}", scheduler="asha", metric=metric, grace_period=grace, reduction_factor=rf)
-        for metric, grace, rf in itertools.product(SCAN_METRICS, SCAN_GRACE, SCAN_RF)
+        Method(f"asha-{metric}-g{grace}-rf{rf}" + ("-solve" if solve else ""), scheduler="asha", metric=metric,
+               grace_period=grace, reduction_factor=rf, stop_when_solved=solve)
+        for solve, metric, grace, rf in itertools.product(SCAN_SOLVE, SCAN_METRICS, SCAN_GRACE, SCAN_RF)
     ]
 
 
@@ -98,6 +100,18 @@ def choose(scan: pd.DataFrame, min_share: float = 0.95) -> pd.DataFrame:
     )
     ranked = ranked[ranked["worst_share"] >= min_share]
     return ranked.sort_values(["found_ratio_gmean", "total_ratio_gmean"])
+
+
+def floors(tables: list[Table], workers: int, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per length: the least any scheduler over the grid's order could spend to find the best (Table.floor_steps,
+    median over the recorded seeds), against the FIFO grid's median steps-to-find."""
+    fifo = summary[summary["method"] == BASELINE].set_index("digits")["found_median"]
+    out = pd.DataFrame(
+        [{"digits": t.digits, "seed": t.seed, "floor": t.floor_steps(workers)} for t in tables]
+    ).groupby("digits", as_index=False)["floor"].median()
+    out["fifo_grid"] = out["digits"].map(fifo)
+    out["floor / FIFO grid"] = (out["floor"] / out["fifo_grid"]).round(3)
+    return out
 
 
 def _steps(x: float) -> str:
@@ -274,7 +288,9 @@ def main(argv=None) -> int:
     start = time.time()
     rows = run_methods(tables, METHODS, a.reps, a.workers)
     summary = summarise(rows)
-    text = f"{head}\n\n{markdown(summary)}\n"
+    floor = floors(tables, a.workers, summary)
+    text = (f"{head}\n\n{markdown(summary)}\n\nThe floor for any scheduler over the grid's order (each config ahead of "
+            f"the first best one reports once; the best trains to its steps to solve):\n\n{_frame_markdown(floor)}\n")
     print(text, f"({time.time() - start:.0f} s)")
     (a.out / "search_summary.md").write_text(text)
     all_rows = [rows]

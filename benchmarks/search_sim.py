@@ -76,6 +76,17 @@ class Table:
         return math.isfinite(best) and report[STEP] == first == best
 
 
+    def floor_steps(self, workers: int) -> float:
+        """A lower bound on the steps any scheduler spends before it finds the best when trials start in the grid's
+        order: every config ahead of the first best one must report once (one evaluation interval) before all but
+        `workers` - 1 of them can have freed a slot for it, and the best must train to its steps to solve."""
+        best = self.best_steps
+        if not math.isfinite(best):
+            return math.inf
+        ahead = next(i for i, c in enumerate(self.configs) if steps_to_solve(self.curves[key_of(c)]) == best)
+        return max(0, ahead - workers + 1) * self.eval_every + best
+
+
 def key_of(config: dict[str, Any]) -> tuple:
     return tuple(config[f] for f in FACTORS)
 

@@ -58,6 +58,18 @@ def test_fifo_counts_every_step_spent_until_the_best_config_first_reports_solved
     assert [steps for _, steps in solve.runs] == [1000, 700, 500, 500]  # 3 solved evaluations in a row end a trial
 
 
+def test_the_floor_counts_one_evaluation_per_config_ahead_of_the_best_and_no_scheduler_beats_it():
+    table = _table([None, 500, 300, 300, 200, None])
+    assert table.floor_steps(workers=1) == 4 * 100 + 200  # four configs ahead of the first best, each reports once
+    assert table.floor_steps(workers=2) == 3 * 100 + 200  # one of them may still be running when the best starts
+    assert math.isinf(_table([None, None]).floor_steps(1))
+    for workers in (1, 2, 3):
+        for grace, rf in ((100, 2), (100, 4), (200, 3)):
+            method = sim.Method("asha", scheduler="asha", metric="val_loss", grace_period=grace, reduction_factor=rf)
+            out = sim.simulate(table, method, workers=workers, rng_seed=0)
+            assert table.floor_steps(workers) <= out.found_at < math.inf
+
+
 def test_a_table_nobody_solves_is_never_found():
     table = _table([None, None])
     out = sim.simulate(table, sim.Method("fifo"), workers=2, rng_seed=0)
