@@ -114,8 +114,12 @@ def floors(tables: list[Table], workers: int, summary: pd.DataFrame) -> pd.DataF
     return out
 
 
+def _times(ratio: float, fmt: str) -> str:
+    return fmt.format(f"{ratio:.2f}") if math.isfinite(ratio) else ""
+
+
 def _steps(x: float) -> str:
-    return "never" if math.isinf(x) else f"{x / 1000:.1f}k"
+    return "never" if math.isinf(x) else f"{x:,.0f}"
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -265,6 +269,23 @@ def _frame_markdown(frame: pd.DataFrame) -> str:
     return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in rows)
 
 
+def wide_markdown(table: pd.DataFrame, methods=None) -> str:
+    """One row per method, one column per length: median steps to find the best (its ratio to the FIFO grid), the
+    share of repetitions that found it when not all did, and the geometric mean of the ratios over lengths."""
+    digits = sorted(table["digits"].unique())
+    lines = ["| method | " + " | ".join(f"{d} digits" for d in digits) + " | gmean / FIFO grid |",
+             "| --- |" + " ---: |" * (len(digits) + 1)]
+    for method, g in table.groupby("method", sort=False):
+        if methods is not None and method not in methods:
+            continue
+        g = g.set_index("digits")
+        cells = [_steps(g.at[d, "found_median"]) + _times(g.at[d, "found_ratio"], " ({}x)")
+                 + ("" if g.at[d, "found_share"] == 1 else f", found in {g.at[d, 'found_share']:.0%}") for d in digits]
+        gmean = float(np.exp(np.log(g["found_ratio"]).mean()))
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {_times(gmean, '{}x') or '-'} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dataset", type=Path, help="a finished full-grid sweep's folder (history.parquet, trials.parquet)")
@@ -289,7 +310,8 @@ def main(argv=None) -> int:
     rows = run_methods(tables, METHODS, a.reps, a.workers)
     summary = summarise(rows)
     floor = floors(tables, a.workers, summary)
-    text = (f"{head}\n\n{markdown(summary)}\n\nThe floor for any scheduler over the grid's order (each config ahead of "
+    text = (f"{head}\n\nSteps spent until the best config is found, median over repetitions (ratio to the FIFO grid):"
+            f"\n\n{wide_markdown(summary)}\n\n{markdown(summary)}\n\nThe floor for any scheduler over the grid's order (each config ahead of "
             f"the first best one reports once; the best trains to its steps to solve):\n\n{_frame_markdown(floor)}\n")
     print(text, f"({time.time() - start:.0f} s)")
     (a.out / "search_summary.md").write_text(text)
@@ -299,7 +321,7 @@ def main(argv=None) -> int:
         scan = run_methods(tables, [METHODS[0], *scan_methods()], a.reps, a.workers)
         scanned = summarise(scan)
         ranked = choose(scanned).round(3).reset_index()
-        text = (f"{head}\n\n{markdown(scanned)}\n\nASHA settings that find the best in >= 95 % of repetitions at every "
+        text = (f"{head}\n\n{wide_markdown(scanned)}\n\n{markdown(scanned)}\n\nASHA settings that find the best in >= 95 % of repetitions at every "
                 f"length, best first (ratios to the FIFO grid; gmean over lengths):\n\n{_frame_markdown(ranked)}\n")
         print(text)
         (a.out / "search_scan.md").write_text(text)

@@ -86,6 +86,8 @@ def test_summary_takes_ratios_against_the_fifo_grid():
     assert table.loc["asha-grid", "found_share"] == 0.75
     assert table.loc["asha-grid", "found_median"] == 350 and table.loc["asha-grid", "found_ratio"] == 0.35
     assert table.loc["asha-grid", "found_hi"] == math.inf and table.loc["asha-grid", "total_ratio"] == 0.25
+    wide = bench.wide_markdown(table.reset_index()).splitlines()
+    assert wide[2:] == ["| fifo-grid | 1,000 (1.00x) | 1.00x |", "| asha-grid | 350 (0.35x), found in 75% | 0.35x |"]
 
 
 QUICK10 = [c for c in grid_configs("quick", 10)]
