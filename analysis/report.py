@@ -53,15 +53,23 @@ def settings_section(settings: dict) -> str:
 
 
 def sweep_wall_time(settings: dict) -> str:
-    """The sweep's wall time from experiment.json: the total, or the sum of its sessions if it never finished."""
+    """The sweep's wall time from experiment.json: the total, or the sum of its sessions if it never finished. A run
+    of the command that was killed has no end in the record, so its time is missing and the sum is a lower bound."""
+    sessions = [s for s in settings.get("sessions", []) if isinstance(s, dict)]
+    known = [s["wall_time_s"] for s in sessions if isinstance(s.get("wall_time_s"), (int, float))]
+    unknown = len(sessions) - len(known)
     total = settings.get("wall_time_s")
-    if isinstance(total, (int, float)):
-        return f"{total / 60:.1f} min"
-    sessions = [s.get("wall_time_s") for s in settings.get("sessions", []) if isinstance(s, dict)]
-    known = [w for w in sessions if isinstance(w, (int, float))]
-    if known:
-        return f"{sum(known) / 60:.1f} min over {len(known)} session(s), sweep status {settings.get('status', 'unknown')}"
-    return "unknown (experiment.json has no wall time)"
+    if not isinstance(total, (int, float)):
+        if not known:
+            return "unknown (experiment.json has no wall time)"
+        total = sum(known)
+    text = f"{total / 60:.1f} min"
+    if unknown:
+        return (f"at least {text}: {unknown} of the {len(sessions)} runs of the command ended without recording "
+                f"their end (killed), so their time is not in it; sweep status {settings.get('status', 'unknown')}")
+    if len(sessions) > 1:
+        return f"{text} over {len(sessions)} runs of the command, sweep status {settings.get('status', 'unknown')}"
+    return text
 
 
 def cost_section(experiment: Experiment) -> str:

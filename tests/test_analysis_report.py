@@ -10,7 +10,14 @@ from tests.analysis_frames import frames, trial
 def test_wall_time_from_total_sessions_or_unknown():
     assert sweep_wall_time({"wall_time_s": 90.0}) == "1.5 min"
     interrupted = {"wall_time_s": None, "status": "interrupted", "sessions": [{"wall_time_s": 60.0}, {"wall_time_s": None}]}
-    assert sweep_wall_time(interrupted) == "1.0 min over 1 session(s), sweep status interrupted"
+    assert sweep_wall_time(interrupted) == ("at least 1.0 min: 1 of the 2 runs of the command ended without recording "
+                                            "their end (killed), so their time is not in it; sweep status interrupted")
+    # A sweep finished by a resume after killed runs: the record's total is only the runs that ended.
+    finished = {"wall_time_s": 9895.5, "status": "completed",
+                "sessions": [{"wall_time_s": 7199.4}, {"wall_time_s": None}, {"wall_time_s": None}, {"wall_time_s": 2696.1}]}
+    assert sweep_wall_time(finished).startswith("at least 164.9 min: 2 of the 4 runs")
+    resumed = {"wall_time_s": 120.0, "status": "completed", "sessions": [{"wall_time_s": 60.0}, {"wall_time_s": 60.0}]}
+    assert sweep_wall_time(resumed) == "2.0 min over 2 runs of the command, sweep status completed"
     assert sweep_wall_time({}).startswith("unknown")
 
 
