@@ -35,23 +35,29 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tune_adder.frames import best_trials  # noqa: E402
+from tune_adder.settings import ASHA_DEFAULTS, RESUME_DEFAULTS  # noqa: E402
 from search_sim import FACTORS, Method, Table, key_of, load_tables, repetitions, simulate  # noqa: E402
 
+# The sweep's `--scheduler asha` as it is configured by default (chosen from this benchmark's --scan).
+ASHA = {"scheduler": "asha", "metric": ASHA_DEFAULTS["asha_metric"], "grace_period": ASHA_DEFAULTS["grace_period"],
+        "reduction_factor": ASHA_DEFAULTS["reduction_factor"]}
 # The comparison; "fifo-grid" is the baseline every ratio is taken against.
 METHODS = (
     Method("fifo-grid"),
     Method("fifo-random", search="random"),
     Method("fifo-grid-solve", stop_when_solved=True),
     Method("tpe", search="tpe"),
-    Method("asha-grid", scheduler="asha"),
-    Method("asha-grid-loss", scheduler="asha", metric="val_loss"),
-    Method("tpe-asha", search="tpe", scheduler="asha"),
-    Method("tpe-asha-loss", search="tpe", scheduler="asha", metric="val_loss"),
+    Method("asha-grid", **ASHA),
+    Method("asha-grid-exact", **{**ASHA, "metric": "val_exact_match"}),  # the same rungs judged on exact match
+    Method("asha-grid-before", scheduler="asha"),  # the defaults before the scan: exact match, grace 100, rf 3
+    Method("asha-grid-solve", **ASHA, stop_when_solved=True),
+    Method("tpe-asha", search="tpe", **ASHA),
+    Method("tpe-asha-solve", search="tpe", **ASHA, stop_when_solved=True),
 )
 BASELINE = "fifo-grid"
 SCAN_METRICS, SCAN_GRACE, SCAN_RF = ("val_exact_match", "val_loss"), (50, 100, 200), (2, 3, 4, 6, 8)
 SCAN_SOLVE = (False, True)  # with --stop-when-solved too: a solved trial need not run to max_steps
-ANYTIME = ("fifo-grid", "fifo-random", "tpe", "asha-grid", "asha-grid-loss", "tpe-asha-loss")
+ANYTIME = ("fifo-grid", "fifo-random", "fifo-grid-solve", "tpe", "asha-grid", "asha-grid-solve", "tpe-asha-solve")
 
 
 def scan_methods() -> list[Method]:
@@ -186,7 +192,8 @@ def _trace_at(trace: list[tuple[float, float]], grid: np.ndarray, unsolved: floa
 RAY_CHECK = {
     "fifo-grid": ["--grid", "full"],
     "asha-grid": ["--grid", "full", "--scheduler", "asha"],
-    "asha-grid-loss": ["--grid", "full", "--scheduler", "asha", "--asha-metric", "val_loss"],
+    "asha-grid-exact": ["--grid", "full", "--scheduler", "asha", "--asha-metric", "val_exact_match"],
+    "asha-grid-solve": ["--grid", "full", "--scheduler", "asha", "--stop-when-solved"],
     "tpe": ["--search", "optuna", "--num-samples", "36"],
     "tpe-asha": ["--search", "optuna", "--num-samples", "36", "--scheduler", "asha"],
 }
@@ -233,6 +240,9 @@ def real_check(dataset: Path, experiment: Path) -> pd.DataFrame:
     args = shlex.split(record["command"])[3:]  # after "python -m tune_adder.sweep"
     drop = {"--storage", "--name", "--status-every", "--address"}
     kept = [x for i, x in enumerate(args) if x not in drop and (i == 0 or args[i - 1] not in drop)]
+    if record.get("scheduler") == "asha":  # the rungs it ran with, which the defaults of today may not be
+        kept += ["--grace-period", str(record["grace_period"]), "--reduction-factor", str(record["reduction_factor"]),
+                 "--asha-metric", record.get("asha_metric", RESUME_DEFAULTS["asha_metric"])]
     real = pd.read_parquet(experiment / "trials.parquet")
     with tempfile.TemporaryDirectory() as storage:
         cmd = [sys.executable, "-m", "tune_adder.sweep", *kept, "--replay", str(dataset), "--storage", storage, "--name", "replay", "--quiet"]

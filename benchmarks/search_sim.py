@@ -29,11 +29,11 @@ import pandas as pd
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from tune_adder import frames
-from tune_adder.metrics import SOLVED_PATIENCE, STEP, TRIAL_ID
+from tune_adder.metrics import METRIC, STEP, TRIAL_ID
+from tune_adder.replay import solved_prefix
 from tune_adder.spaces import get_grid
 
 FACTORS = ("lr", "layers", "cell")  # what the full grid varies at one operand length
-SOLVED = 1.0
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Method:
     name: str
     search: str = "grid"  # grid | random | tpe
     scheduler: str = "fifo"  # fifo | asha
-    metric: str = "val_exact_match"  # what ASHA and TPE judge
+    metric: str = "val_exact_match"  # what ASHA's rungs judge (TPE scores val_exact_match, as the sweep's Optuna does)
     grace_period: int = 100
     reduction_factor: float = 3.0
     stop_when_solved: bool = False
@@ -137,7 +137,7 @@ class _Searcher:
         if method.search == "tpe":
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             self.study = optuna.create_study(
-                direction="minimize" if method.mode == "min" else "maximize",
+                direction="maximize",  # the sweep's OptunaSearch scores METRIC (val_exact_match), whatever ASHA judges
                 sampler=optuna.samplers.TPESampler(seed=rng_seed),
             )
             self.space = {
@@ -160,7 +160,7 @@ class _Searcher:
     def complete(self, trial_id: int, last: dict[str, Any]) -> None:
         if self.method.search != "tpe":
             return
-        value = last.get(self.method.metric)
+        value = last.get(METRIC)
         try:  # as Ray's OptunaSearch: a NaN value is refused by Optuna and only logged there
             self.study.tell(self.open.pop(trial_id), value)
         except Exception:
@@ -175,16 +175,6 @@ def _scheduler(table: Table, method: Method):
         time_attr=STEP, metric=method.metric, mode=method.mode, max_t=table.max_steps,
         grace_period=method.grace_period, reduction_factor=method.reduction_factor, stop_last_trials=False,
     )  # fmt: skip
-
-
-def _stops_solved(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """--stop-when-solved: the evaluations up to the SOLVED_PATIENCE-th solved one in a row."""
-    run = 0
-    for i, r in enumerate(curve):
-        run = run + 1 if r["val_exact_match"] >= SOLVED else 0
-        if run == SOLVED_PATIENCE:
-            return curve[: i + 1]
-    return curve
 
 
 def simulate(table: Table, method: Method, workers: int, rng_seed: int) -> Outcome:
@@ -206,7 +196,7 @@ def simulate(table: Table, method: Method, workers: int, rng_seed: int) -> Outco
             return False
         key = key_of(config)
         curve = table.curves[key]
-        curves[next_id] = _stops_solved(curve) if method.stop_when_solved else curve
+        curves[next_id] = solved_prefix(curve) if method.stop_when_solved else curve
         keys[next_id], started[next_id] = key, now
         outcome.runs.append((key, 0))
         if sched is not None:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.analysis_frames import grid, write_experiment
 from tests.test_sweep import sweep
+from tune_adder.metrics import PROBE_COLUMNS
 from tune_adder.spaces import grid_configs
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -109,10 +110,11 @@ def dataset(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("metric", ["val_loss", "val_exact_match"])
-def test_the_sweeps_asha_replay_stops_the_trials_the_simulation_stops(dataset, metric, tmp_path, ray_address):
+@pytest.mark.parametrize(("metric", "solve"), [("val_loss", False), ("val_exact_match", False), ("val_loss", True)])
+def test_the_sweeps_asha_replay_stops_the_trials_the_simulation_stops(dataset, metric, solve, tmp_path, ray_address):
     args = ["--replay", str(dataset), "--grid", "quick", "--digits", "10", "--scheduler", "asha", "--asha-metric", metric,
-            "--grace-period", "100", "--reduction-factor", "2", "--cpus-per-trial", "2", "--name", "r", "--quiet"]  # fmt: skip
+            "--grace-period", "100", "--reduction-factor", "2", "--cpus-per-trial", "2", "--name", "r", "--quiet",
+            *(["--stop-when-solved"] if solve else [])]  # fmt: skip
     out = sweep(args, tmp_path, ray_address)
     assert out.returncode == 0, out.stderr[-3000:]
     trials = pd.read_parquet(tmp_path / "r" / "trials.parquet")
@@ -122,9 +124,14 @@ def test_the_sweeps_asha_replay_stops_the_trials_the_simulation_stops(dataset, m
 
     history = pd.read_parquet(dataset / "history.parquet")
     table = next(t for t in sim.load_tables(history, pd.read_parquet(dataset / "trials.parquet"), grid="quick") if t.seed == 0)
-    method = sim.Method("asha", scheduler="asha", metric=metric, grace_period=100, reduction_factor=2)
+    method = sim.Method("asha", scheduler="asha", metric=metric, grace_period=100, reduction_factor=2, stop_when_solved=solve)
     expected = sim.simulate(table, method, workers=1, rng_seed=0).runs
     assert ray_runs == expected
+    if solve:  # a solved trial ends at its third solved evaluation in a row, two evaluations after it solved
+        solved = trials[trials["stop_reason"] == "solved"]
+        assert len(solved) >= 1 and (solved["steps_trained"] == solved["steps_to_solve"] + 100).all()
+        assert solved[list(PROBE_COLUMNS)].isna().all().all()  # the recorded probes are of a model trained to 600
+        return
     stopped = [steps for _, steps in expected if steps < 600]
     # On the loss ASHA cuts at its first rung; on exact match that rung ties at 0 and nothing is cut there.
     assert (min(stopped) == 100) if metric == "val_loss" else (min(stopped, default=600) > 100)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from tune_adder.metrics import EVAL_METRICS, PROBE_COLUMNS, RECORDED_TIME, STEP, TRIAL_ID
+from tune_adder.metrics import EVAL_METRICS, METRIC, PROBE_COLUMNS, RECORDED_TIME, SOLVED_PATIENCE, STEP, TRIAL_ID
 
 HISTORY_FILE, TRIALS_FILE, EXPERIMENT_FILE = "history.parquet", "trials.parquet", "experiment.json"
 # What identifies a recorded setting; the seed picks among its recordings.
@@ -79,19 +79,25 @@ class Recording:
         return seeds[int(config.get("seed", 0)) % len(seeds)]
 
     def reports(self, config: dict[str, Any]) -> list[dict[str, Any]]:
-        """The recorded evaluations up to the trial's max_steps, each with the time it took (RECORDED_TIME)."""
+        """The recorded evaluations up to the trial's max_steps, each with the time it took (RECORDED_TIME); with
+        stop_when_solved, only up to where training would have stopped (solved_prefix)."""
         seed = self.recorded_seed(config)
         limit = int(config.get("max_steps", self.max_steps))
-        return [r for r in self._curves[setting_key(config)][seed] if r[STEP] <= limit]
+        served = [r for r in self._curves[setting_key(config)][seed] if r[STEP] <= limit]
+        return solved_prefix(served) if config.get("stop_when_solved") else served
 
     def final(self, config: dict[str, Any]) -> dict[str, Any]:
-        """How the recorded run ended and its length-generalisation probes, when the trial replays all of it."""
+        """How the replayed trial ends, and the recorded run's length-generalisation probes when it replays all of
+        it. Cut short (a smaller max_steps, or solved sooner than the recording ran), it ends at its last served
+        step unprobed: the recorded probes are of a model trained longer, and nothing is invented."""
         row = self._finals[setting_key(config)][self.recorded_seed(config)]
-        reason = row["stop_reason"]
-        if int(config.get("max_steps", self.max_steps)) < int(row["steps_trained"]):
-            reason, probes = "completed", {}  # a shorter budget than recorded ends at max_steps, unprobed
+        served = self.reports(config)
+        cut = bool(served) and int(served[-1][STEP]) < int(row["steps_trained"])
+        if config.get("stop_when_solved") and _solved_run(served):
+            reason = "solved"
         else:
-            probes = {c: _plain(row.get(c)) for c in PROBE_COLUMNS if _plain(row.get(c)) is not None}
+            reason = "completed" if cut else row["stop_reason"]
+        probes = {} if cut else {c: _plain(row.get(c)) for c in PROBE_COLUMNS if _plain(row.get(c)) is not None}
         return {"stop_reason": reason, **probes}
 
     def missing(self, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,6 +108,20 @@ class Recording:
         index = SETTING_KEYS.index(key)
         raw = {k[index] for k in self._curves}
         return sorted(float(v) for v in raw) if key == "lr" else sorted(raw)
+
+
+def _solved_run(reports: list[dict[str, Any]]) -> bool:
+    """The last SOLVED_PATIENCE evaluations all solved: where --stop-when-solved ends a trial (train.Trainer)."""
+    recent = reports[-SOLVED_PATIENCE:]
+    return len(recent) == SOLVED_PATIENCE and all(r.get(METRIC) == 1.0 for r in recent)
+
+
+def solved_prefix(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluations a --stop-when-solved run would have made: up to the SOLVED_PATIENCE-th solved one in a row."""
+    for i in range(len(reports)):
+        if _solved_run(reports[: i + 1]):
+            return reports[: i + 1]
+    return reports
 
 
 def _plain(value):

@@ -23,6 +23,9 @@ RESUME_KEYS = (
     "grid", "search", "scheduler", "seeds", "num_samples", "digits", "max_steps", "stop_when_solved",
     "grace_period", "reduction_factor", "asha_metric", "eval_every", "eval_size", "checkpoint_every", "pack", "replay",
 )  # fmt: skip
+# --scheduler asha's defaults, chosen on the replayed full study (benchmarks/bench_search.py --scan, BENCHMARKS.md):
+# rungs judged on val_loss (exact match sits at 0 early, so its rungs tie), the first at the first evaluation, 1/8 kept.
+ASHA_DEFAULTS = {"asha_metric": "val_loss", "grace_period": 50, "reduction_factor": 8.0}
 # What an experiment recorded before a resume key existed had: its value then (a rerun still matches it).
 RESUME_DEFAULTS = {"pack": "none", "replay": None, "asha_metric": "val_exact_match"}
 

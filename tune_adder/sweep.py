@@ -12,7 +12,7 @@ import sys
 from typing import Any, Sequence
 
 from tune_adder.metrics import ASHA_METRICS
-from tune_adder.settings import INTERRUPTED_EXIT, PACKS, SCHEDULERS, SEARCHES, Settings, UsageError
+from tune_adder.settings import ASHA_DEFAULTS, INTERRUPTED_EXIT, PACKS, SCHEDULERS, SEARCHES, Settings, UsageError
 from tune_adder import spaces
 from tune_adder.spaces import GRIDS, get_grid
 from tune_adder.storage import Storage
@@ -36,10 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", metavar="DATASET", help="serve a finished sweep's recorded evaluations instead of training "
                    "(its folder, e.g. data/full-seeds3): compare searches and schedulers in seconds")
     p.add_argument("--scheduler", default="fifo", help=f"one of {', '.join(SCHEDULERS)} (default fifo)")
-    p.add_argument("--grace-period", type=int, default=100, help="ASHA: steps before a trial can be cut (default 100)")
-    p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/this at each rung (default 3)")
-    p.add_argument("--asha-metric", default="val_exact_match", help=f"ASHA: the metric its rungs compare, one of "
-                   f"{', '.join(ASHA_METRICS)} (default val_exact_match)")
+    p.add_argument("--grace-period", type=int, default=ASHA_DEFAULTS["grace_period"],
+                   help=f"ASHA: steps before a trial can be cut (default {ASHA_DEFAULTS['grace_period']})")
+    p.add_argument("--reduction-factor", type=float, default=ASHA_DEFAULTS["reduction_factor"],
+                   help=f"ASHA: keep 1/this at each rung (default {ASHA_DEFAULTS['reduction_factor']:g})")
+    p.add_argument("--asha-metric", default=ASHA_DEFAULTS["asha_metric"], help=f"ASHA: the metric its rungs compare, one of "
+                   f"{', '.join(ASHA_METRICS)} (default {ASHA_DEFAULTS['asha_metric']})")
     p.add_argument("--max-steps", type=int, help="training steps per trial (default: the grid's, 1000 for full/seed)")
     p.add_argument("--stop-when-solved", action="store_true", help="end a trial once val_exact_match is 1.0 three evaluations in a row")
     p.add_argument("--eval-every", type=int, default=50, help="steps between evaluations (default 50)")
