@@ -279,15 +279,13 @@ def _frame_markdown(frame: pd.DataFrame) -> str:
     return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in rows)
 
 
-def wide_markdown(table: pd.DataFrame, methods=None) -> str:
+def wide_markdown(table: pd.DataFrame) -> str:
     """One row per method, one column per length: median steps to find the best (its ratio to the FIFO grid), the
     share of repetitions that found it when not all did, and the geometric mean of the ratios over lengths."""
     digits = sorted(table["digits"].unique())
     lines = ["| method | " + " | ".join(f"{d} digits" for d in digits) + " | gmean / FIFO grid |",
              "| --- |" + " ---: |" * (len(digits) + 1)]
     for method, g in table.groupby("method", sort=False):
-        if methods is not None and method not in methods:
-            continue
         g = g.set_index("digits")
         cells = [_steps(g.at[d, "found_median"]) + _times(g.at[d, "found_ratio"], " ({}x)")
                  + ("" if g.at[d, "found_share"] == 1 else f", found in {g.at[d, 'found_share']:.0%}") for d in digits]

@@ -75,7 +75,6 @@ class Table:
         first = steps_to_solve(self.curves[key])
         return math.isfinite(best) and report[STEP] == first == best
 
-
     def floor_steps(self, workers: int) -> float:
         """A lower bound on the steps any scheduler spends before it finds the best when trials start in the grid's
         order: every config ahead of the first best one must report once (one evaluation interval) before all but

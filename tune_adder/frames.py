@@ -135,10 +135,15 @@ def stop_reason(status: str, reports: list[dict[str, Any]], config: dict[str, An
         return "diverged"
     if last and last.get(STEP, 0) >= config.get("max_steps", float("inf")):
         return "completed"
-    recent = [r.get(METRIC) for r in reports[-SOLVED_PATIENCE:]]
-    if config.get("stop_when_solved") and len(recent) == SOLVED_PATIENCE and all(v == 1.0 for v in recent):
+    if config.get("stop_when_solved") and ends_solved(reports):
         return "solved"
     return "early_stopped"
+
+
+def ends_solved(reports: list[dict[str, Any]]) -> bool:
+    """The last SOLVED_PATIENCE evaluations all solved: where --stop-when-solved ends a trial (train.Trainer)."""
+    recent = reports[-SOLVED_PATIENCE:]
+    return len(recent) == SOLVED_PATIENCE and all(r.get(METRIC) == 1.0 for r in recent)
 
 
 def _time(report: dict[str, Any]):

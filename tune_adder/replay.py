@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from tune_adder.frames import ends_solved
 from tune_adder.metrics import EVAL_METRICS, METRIC, PROBE_COLUMNS, RECORDED_TIME, SOLVED_PATIENCE, STEP, TRIAL_ID
 
 HISTORY_FILE, TRIALS_FILE, EXPERIMENT_FILE = "history.parquet", "trials.parquet", "experiment.json"
@@ -93,7 +94,7 @@ class Recording:
         row = self._finals[setting_key(config)][self.recorded_seed(config)]
         served = self.reports(config)
         cut = bool(served) and int(served[-1][STEP]) < int(row["steps_trained"])
-        if config.get("stop_when_solved") and _solved_run(served):
+        if config.get("stop_when_solved") and ends_solved(served):
             reason = "solved"
         else:
             reason = "completed" if cut else row["stop_reason"]
@@ -110,16 +111,13 @@ class Recording:
         return sorted(float(v) for v in raw) if key == "lr" else sorted(raw)
 
 
-def _solved_run(reports: list[dict[str, Any]]) -> bool:
-    """The last SOLVED_PATIENCE evaluations all solved: where --stop-when-solved ends a trial (train.Trainer)."""
-    recent = reports[-SOLVED_PATIENCE:]
-    return len(recent) == SOLVED_PATIENCE and all(r.get(METRIC) == 1.0 for r in recent)
-
-
 def solved_prefix(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The evaluations a --stop-when-solved run would have made: up to the SOLVED_PATIENCE-th solved one in a row."""
-    for i in range(len(reports)):
-        if _solved_run(reports[: i + 1]):
+    """The evaluations a --stop-when-solved run would have made: up to the SOLVED_PATIENCE-th solved one in a row
+    (the trainer's streak count)."""
+    streak = 0
+    for i, r in enumerate(reports):
+        streak = streak + 1 if r.get(METRIC) == 1.0 else 0
+        if streak == SOLVED_PATIENCE:
             return reports[: i + 1]
     return reports
 
