@@ -103,7 +103,7 @@ def test_a_grid_at_one_length_keeps_only_its_configs_and_names_itself_by_it(tmp_
     twenty = spaces.grid_configs("full", 20)
     assert len(twenty) == 36 and {c["digits"] for c in twenty} == {20}
     assert twenty == [dict(c) for c in spaces.get_grid("full").configs if c["digits"] == 20]  # the grid's order
-    assert len(spaces.grid_points("full", 3, digits=20)) == 108
+    assert len(spaces.grid_points(twenty, [0, 1, 2])) == 108
     s = parse_settings(["--grid", "full", "--digits", "20", "--seeds", "2", "--storage", str(tmp_path)])
     assert s.name == "full-d20-fifo-seeds2-steps1000" and num_trials(s) == 72
     assert parse_settings(["--grid", "full", "--storage", str(tmp_path)]).name == "full-fifo-seeds1-steps1000"

@@ -87,8 +87,8 @@ def start_record(s: Settings, command: str, previous: dict[str, Any] | None, ray
         "storage": s.storage,
         "path": Storage.from_arg(s.storage).path(s.name),
         **{k: settings[k] for k in RESUME_KEYS},
-        "seed_values": list(range(s.seeds)) if s.search == "grid" or s.pack == "seeds" else [0],
-        "ray_trials": s.num_samples if s.search == "optuna" else len(spaces.grid_points(s.grid, s.seeds, s.pack, s.digits)),
+        "seed_values": s.seed_values() if s.search == "grid" or s.pack == "seeds" else [0],
+        "ray_trials": s.num_samples if s.search == "optuna" else len(spaces.grid_points(s.trial_configs(), s.seed_values(), s.pack)),
         "search_space": describe_space(s),
         "replay_of": Recording.load(s.replay).settings.get("command") if s.replay else None,
         "num_trials": num_trials(s),
@@ -142,14 +142,14 @@ def describe_space(s: Settings) -> dict[str, Any]:
             "cell": list(spaces.CELLS), "hidden": list(spaces.OPTUNA_HIDDEN), "embed_dim": list(spaces.OPTUNA_EMBED),
             "batch_size": list(spaces.OPTUNA_BATCH),
         }  # fmt: skip
-    return {"configs": spaces.grid_configs(s.grid, s.digits)}
+    return {"configs": s.trial_configs()}
 
 
 def num_trials(s: Settings) -> int:
     """Rows of trials.parquet when done: one per (config, seed), packed or not."""
     if s.search == "optuna":
         return s.num_samples * (s.seeds if s.pack == "seeds" else 1)
-    return len(spaces.grid_configs(s.grid, s.digits)) * s.seeds
+    return len(s.trial_configs()) * s.seeds
 
 
 def optuna_local(s: Settings) -> bool:

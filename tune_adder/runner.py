@@ -202,7 +202,7 @@ def _grid_search(s: Settings) -> tuple[dict[str, Any], Any, int]:
     """The grid's configs x seeds as explicit points: a grid need not be a full cross product (the seed grid)."""
     from ray.tune.search import BasicVariantGenerator
 
-    points = spaces.grid_points(s.grid, s.seeds, s.pack, s.digits)
+    points = spaces.grid_points(s.trial_configs(), s.seed_values(), s.pack)
     keys = sorted({k for p in points for k in p})
     # Tune wants every point's key declared in the space; the points then fix every value.
     space = {k: tune.choice(sorted({p[k] for p in points if k in p}, key=str)) for k in keys}
@@ -220,7 +220,7 @@ def _optuna_search(s: Settings, storage: Storage) -> tuple[dict[str, Any], Any, 
     searcher = ResumableOptunaSearch(
         sampler=optuna.samplers.TPESampler(seed=0), study_name=s.name, storage=study_storage, metric=METRIC, mode=MODE
     )
-    seeds = {PACK_SEEDS: pack_list(range(s.seeds))} if s.pack == "seeds" else {"seed": 0}
+    seeds = {PACK_SEEDS: pack_list(s.seed_values())} if s.pack == "seeds" else {"seed": 0}
     space = {**(_recorded_space(s) if s.replay else spaces.optuna_space(s.digits)), **seeds, **_constants(s)}
     return space, searcher, s.num_samples
 

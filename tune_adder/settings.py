@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
+
+from tune_adder import spaces
 
 INTERRUPTED_EXIT = 130  # the shell's code for Ctrl-C; SIGTERM is handled as Ctrl-C
 SEARCHES = ("grid", "optuna")
@@ -22,12 +25,13 @@ OPTUNA_FILE = "optuna.db"
 RESUME_KEYS = (
     "grid", "search", "scheduler", "seeds", "num_samples", "digits", "max_steps", "stop_when_solved",
     "grace_period", "reduction_factor", "asha_metric", "eval_every", "eval_size", "checkpoint_every", "pack", "replay",
+    "configs", "first_seed",
 )  # fmt: skip
 # --scheduler asha's defaults, chosen on the replayed full study (benchmarks/bench_search.py --scan, BENCHMARKS.md):
 # rungs judged on val_loss (exact match sits at 0 early, so its rungs tie), the first at the first evaluation, 1/8 kept.
 ASHA_DEFAULTS = {"asha_metric": "val_loss", "grace_period": 50, "reduction_factor": 8.0}
 # What an experiment recorded before a resume key existed had: its value then (a rerun still matches it).
-RESUME_DEFAULTS = {"pack": "none", "replay": None, "asha_metric": "val_exact_match"}
+RESUME_DEFAULTS = {"pack": "none", "replay": None, "asha_metric": "val_exact_match", "configs": None, "first_seed": 0}
 
 
 class UsageError(Exception):
@@ -38,10 +42,12 @@ class UsageError(Exception):
 class Settings:
     """A validated sweep command."""
 
-    grid: str | None
+    grid: str | None  # a named grid, or None with --configs (or --search optuna)
     search: str
     scheduler: str
     seeds: int
+    first_seed: int  # the seeds are first_seed .. first_seed + seeds - 1
+    configs: list[dict[str, Any]] | None  # --configs FILE: the listed configs instead of a named grid
     pack: str
     replay: str | None
     num_samples: int | None
@@ -63,6 +69,15 @@ class Settings:
     restart: bool
     status_every: float
     quiet: bool
+
+    def trial_configs(self) -> list[dict[str, Any]]:
+        """The configs a grid search runs: the --configs list, or the named grid (at --digits if given)."""
+        if self.configs is not None:
+            return [dict(c) for c in self.configs]
+        return spaces.grid_configs(self.grid, self.digits)
+
+    def seed_values(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
 
 
 def now() -> str:

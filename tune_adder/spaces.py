@@ -102,16 +102,15 @@ def grid_lengths(name: str) -> list[int]:
     return sorted({c["digits"] for c in get_grid(name).configs})
 
 
-def grid_points(name: str, seeds: int, pack: str = "none", digits: int | None = None) -> list[dict[str, Any]]:
-    """One flat config per Ray trial of grid `name` under seeds 0..seeds-1: a config and seed (whole seed replicas
-    first), or a trial pack, a config under all seeds ("seeds") or the configs that differ only in lr ("lr,seeds")."""
+def grid_points(configs: list[dict[str, Any]], seeds: list[int], pack: str = "none") -> list[dict[str, Any]]:
+    """One flat config per Ray trial of `configs` under `seeds`: a config and seed (whole seed replicas first), or a
+    trial pack, a config under all seeds ("seeds") or the configs that differ only in lr ("lr,seeds")."""
     from tune_adder.frames import pack_list  # the packs' config encoding, next to its reader
     from tune_adder.metrics import PACK_LRS, PACK_SEEDS
 
-    configs = grid_configs(name, digits)
     if pack == "none":
-        return [{**cfg, "seed": seed} for seed in range(seeds) for cfg in configs]
-    seed_list = pack_list(range(seeds))
+        return [{**cfg, "seed": seed} for seed in seeds for cfg in configs]
+    seed_list = pack_list(seeds)
     if pack == "seeds":
         return [{**cfg, PACK_SEEDS: seed_list} for cfg in configs]
     groups: dict[tuple, list] = {}  # "lr,seeds": configs equal but for lr, in the grid's order
@@ -119,6 +118,39 @@ def grid_points(name: str, seeds: int, pack: str = "none", digits: int | None = 
         rest = {k: v for k, v in cfg.items() if k != "lr"}
         groups.setdefault(tuple(sorted(rest.items())), [rest, []])[1].append(cfg["lr"])
     return [{**rest, PACK_LRS: pack_list(lrs), PACK_SEEDS: seed_list} for rest, lrs in groups.values()]
+
+
+# --configs FILE: a CSV of configs, one per row; a column left out takes the seed's default run's value.
+LIST_COLUMNS = {"digits": int, "lr": float, "layers": int, "cell": str, "hidden": int, "embed_dim": int, "batch_size": int, "base": int}
+
+
+def load_config_list(path: str) -> list[dict[str, Any]]:
+    """The configs of a --configs CSV (header: some of LIST_COLUMNS, digits required), each once, in file order.
+
+    A ValueError names the file, the row and what is wrong; values are checked as a trial would check them."""
+    import csv
+
+    from tune_adder.configs import to_configs
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} lists no configs; give a CSV with a header ({', '.join(LIST_COLUMNS)}) and one row per config")
+    columns = list(rows[0])
+    unknown = [c for c in columns if c not in LIST_COLUMNS]
+    if unknown or "digits" not in columns:
+        what = f"unknown column {unknown[0]!r}" if unknown else "no 'digits' column"
+        raise ValueError(f"{path}: {what}; the columns may be {', '.join(LIST_COLUMNS)} (digits required)")
+    configs = []
+    for n, row in enumerate(rows, start=2):  # line 1 is the header
+        try:
+            cfg = {**SEED_DEFAULT, **{k: LIST_COLUMNS[k](v) for k, v in row.items() if v not in (None, "")}}
+            cfg = {k: cfg[k] for k in ("digits", *SEED_DEFAULT)}
+            to_configs(cfg)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path} line {n}: {str(e).splitlines()[0]}") from None
+        configs.append(cfg)
+    return list(_unique(configs))
 
 
 # --search optuna: the sampled factors, at one operand length chosen by --digits.

@@ -7,6 +7,8 @@ same command resumes a crashed sweep, and a finished one only prints its summary
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import shlex
 import sys
 from typing import Any, Sequence
@@ -30,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", default="grid", help=f"one of {', '.join(SEARCHES)} (default grid)")
     p.add_argument("--num-samples", type=int, help="Optuna: configs to sample (default 20)")
     p.add_argument("--digits", type=int, help="operand length: Optuna tunes at it (default 10); a grid keeps only its configs at it (default all)")
-    p.add_argument("--seeds", type=int, default=1, help="grid: run every config under seeds 0..K-1 (default 1)")
+    p.add_argument("--seeds", type=int, default=1, help="grid: run every config under K seeds, 0..K-1 (default 1)")
+    p.add_argument("--first-seed", type=int, default=0, help="the first of the --seeds seeds (default 0): --first-seed 3 "
+                   "--seeds 7 adds seeds 3..9 to a study that has 0..2")
+    p.add_argument("--configs", metavar="CSV", help="run the configs listed in this CSV instead of a named grid (columns: "
+                   f"{', '.join(spaces.LIST_COLUMNS)}; digits required, the rest default to the seed's run), e.g. the "
+                   "more_seeds.csv the analysis writes")
     p.add_argument("--pack", default="none", help="train several runs as one batched model per trial: seeds (a config "
                    "under all --seeds; the scheduler sees their mean), lr,seeds (grid+FIFO: also the lrs of a config); default none")
     p.add_argument("--replay", metavar="DATASET", help="serve a finished sweep's recorded evaluations instead of training "
@@ -66,9 +73,15 @@ def _require(ok: bool, message: str) -> None:
 
 def default_name(s: dict[str, Any]) -> str:
     """A name that only depends on the settings that define the trials, so rerunning a command finds it."""
-    space = f"optuna-d{s['digits']}-n{s['num_samples']}" if s["search"] == "optuna" else s["grid"]
-    space += f"-d{s['digits']}" if s["search"] == "grid" and s.get("digits") is not None else ""
-    name = f"{space}-{s['scheduler']}-seeds{s['seeds']}-steps{s['max_steps']}"
+    if s["search"] == "optuna":
+        space = f"optuna-d{s['digits']}-n{s['num_samples']}"
+    elif s.get("configs") is not None:  # a list is named by its content: the same list finds the same experiment
+        digest = hashlib.sha1(json.dumps(s["configs"], sort_keys=True).encode()).hexdigest()[:8]
+        space = f"configs{len(s['configs'])}-{digest}"
+    else:
+        space = s["grid"] + (f"-d{s['digits']}" if s.get("digits") is not None else "")
+    seeds = f"seeds{s['seeds']}" + (f"from{s['first_seed']}" if s.get("first_seed") else "")
+    name = f"{space}-{s['scheduler']}-{seeds}-steps{s['max_steps']}"
     name += "" if s["pack"] == "none" else "-pack" + s["pack"].replace(",", "")
     name = name if not s.get("replay") else "replay-" + name
     return name + ("-solve" if s["stop_when_solved"] else "")
@@ -81,12 +94,24 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     _require(a.scheduler in SCHEDULERS, f"--scheduler {a.scheduler!r} is not valid; choose one of: {', '.join(SCHEDULERS)}")
     if a.search == "optuna":
         _require(a.grid is None, "--grid only applies to --search grid; Optuna samples its own space (see --digits)")
+        _require(a.configs is None, "--configs only applies to --search grid")
         _require(a.seeds == 1 or a.pack == "seeds", f"--seeds {a.seeds} needs --pack seeds with --search optuna (each sample then trains all seeds as one trial)")
         a.num_samples = 20 if a.num_samples is None else a.num_samples
         a.digits = 10 if a.digits is None else a.digits
         _require(a.num_samples >= 1, f"--num-samples {a.num_samples} is not valid; it must be >= 1")
         _require(a.digits >= 1, f"--digits {a.digits} is not valid; it must be >= 1")
         default_steps = 1000
+    elif a.configs is not None:
+        _require(a.grid is None, "--grid and --configs are two ways to name the configs; give one")
+        _require(a.digits is None, "--digits applies to a named grid; a --configs file lists each config's digits")
+        _require(a.num_samples is None, "--num-samples only applies to --search optuna")
+        try:
+            a.configs = spaces.load_config_list(a.configs)
+        except OSError as e:
+            raise UsageError(f"--configs {a.configs!r} is not readable: {e.strerror or e}") from None
+        except ValueError as e:
+            raise UsageError(f"--configs {e}") from None
+        default_steps = get_grid("full").max_steps
     else:
         a.grid = "full" if a.grid is None else a.grid
         _require(a.grid in GRIDS, f"--grid {a.grid!r} is not valid; choose one of: {', '.join(GRIDS)}")
@@ -103,6 +128,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     for flag in ("seeds", "max_steps", "eval_every", "eval_size", "checkpoint_every", "grace_period"):
         value = getattr(a, flag)
         _require(value >= 1, f"--{flag.replace('_', '-')} {value} is not valid; it must be >= 1")
+    _require(a.first_seed >= 0, f"--first-seed {a.first_seed} is not valid; it must be >= 0")
     _require(a.cpus_per_trial >= 1, f"--cpus-per-trial {a.cpus_per_trial:g} is not valid; it must be >= 1")
     _require(a.gpus_per_trial >= 0, f"--gpus-per-trial {a.gpus_per_trial:g} is not valid; it must be >= 0 (fractions pack trials)")
     _require(a.gpus_per_trial <= 1 or a.gpus_per_trial.is_integer(), f"--gpus-per-trial {a.gpus_per_trial:g} is not valid; above 1 it must be a whole number")
@@ -133,6 +159,15 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     return Settings(**values)
 
 
+def _configs_of(a: argparse.Namespace) -> list[dict[str, Any]]:
+    """A grid search's configs, before Settings exists: the --configs list or the named grid."""
+    return a.configs if a.configs is not None else spaces.grid_configs(a.grid, a.digits)
+
+
+def _space_flag(a: argparse.Namespace) -> str:
+    return "--configs" if a.configs is not None else f"--grid {a.grid}"
+
+
 def _check_replay(a: argparse.Namespace) -> None:
     """--replay: the dataset must hold every config the sweep would ask for, at its step budget and evaluation grid."""
     from tune_adder.replay import Recording, ReplayError
@@ -151,8 +186,8 @@ def _check_replay(a: argparse.Namespace) -> None:
     _require(recorded_every in (None, a.eval_every), f"--eval-every {a.eval_every} differs from the dataset's "
              f"{recorded_every}; a replay can only serve the evaluations that were recorded")
     if a.search == "grid":
-        missing = recording.missing(spaces.grid_configs(a.grid, a.digits))
-        _require(not missing, f"--grid {a.grid}: {len(missing)} of its configs are not in the dataset "
+        missing = recording.missing(_configs_of(a))
+        _require(not missing, f"{_space_flag(a)}: {len(missing)} of its configs are not in the dataset "
                  f"(first: {missing[0] if missing else ''}); replay a grid the dataset covers")
     else:
         _require(a.digits in recording.values("digits"), f"--digits {a.digits} is not in the dataset; "
@@ -170,7 +205,7 @@ def _largest_trial(a: argparse.Namespace) -> tuple[int, str, dict[str, int]]:
         configs = [{"digits": a.digits, "cell": "LSTM", "layers": spaces.OPTUNA_LAYERS[1], "hidden": max(spaces.OPTUNA_HIDDEN),
                     "embed_dim": max(spaces.OPTUNA_EMBED), "batch_size": max(spaces.OPTUNA_BATCH)}]
     else:
-        configs = spaces.grid_configs(a.grid, a.digits)
+        configs = _configs_of(a)
     members = a.seeds if a.pack != "none" else 1  # a pack trains its members as one batched model
     if a.pack == "lr,seeds":
         members *= len(spaces.SEED_LRS)  # at most the grid's lrs of one config
