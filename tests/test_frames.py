@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_adder.frames import TrialRecord, dedupe_reports, history_frame, steps_to_solve, stop_reason, trials_frame
+from tune_adder.frames import TrialRecord, dedupe_reports, ends_solved, history_frame, steps_to_solve, stop_reason, trials_frame
 from tune_adder.metrics import EVAL_METRICS, HISTORY_COLUMNS, TRIAL_COLUMNS
 from tune_adder.storage import Storage
 
@@ -52,6 +52,23 @@ def test_stop_reasons():
     assert stop_reason("PENDING", [], CONFIG) == "running"
     assert stop_reason("TERMINATED", [_report(20, float("nan"), diverged=True)], CONFIG) == "diverged"
 
+
+def _curve(*exact: float) -> list[dict]:
+    return [_report(10 * (i + 1), e) for i, e in enumerate(exact)]
+
+
+def test_a_trial_ends_solved_only_on_three_solved_evaluations_in_a_row():
+    """Three solved evaluations that are not consecutive, or a streak broken by an unsolved one, are not solved."""
+    assert not ends_solved(_curve(1, 1, 0, 1, 1))  # four solved, never three in a row
+    assert ends_solved(_curve(1, 1, 0, 1, 1, 1))
+    assert ends_solved(_curve(0, 1, 1, 1))
+    assert not ends_solved(_curve(1, 1, 1, 0))  # the streak must reach the last evaluation
+    assert not ends_solved(_curve(1, 1)) and not ends_solved([])
+    assert not ends_solved(_curve(1, 0.999, 1))  # solved means exact match 1.0
+    # Ray stopped the trial before its final report: the streak tells a solved trial from one the scheduler cut.
+    config = {**CONFIG, "stop_when_solved": True, "max_steps": 100}
+    assert stop_reason("TERMINATED", _curve(1, 1, 0, 1, 1), config) == "early_stopped"
+    assert stop_reason("TERMINATED", _curve(1, 1, 0, 1, 1, 1), config) == "solved"
 
 def test_trials_frame_one_row_per_trial(tmp_path):
     records = [

@@ -12,7 +12,7 @@ import pytest
 
 from tests.test_sweep import frames, sweep
 from tune_adder.metrics import CONFIG_COLUMNS, EVAL_METRICS, PROBE_COLUMNS
-from tune_adder.replay import Recording
+from tune_adder.replay import Recording, solved_prefix
 from tune_adder.sweep import main
 
 RECORD = ["--grid", "quick", "--seeds", "2", "--max-steps", "60", "--eval-every", "20"]  # as tests/conftest.py QUICK_SWEEP
@@ -116,3 +116,19 @@ def test_recording_picks_a_seed_by_modulo_and_ends_a_shorter_budget_unprobed(dat
     assert [r["step"] for r in recording.reports(short)] == [20, 40]
     assert recording.final(short) == {"stop_reason": "completed"}
     assert set(PROBE_COLUMNS) <= set(recording.final({**config, "seed": 0, "max_steps": 60}))
+
+
+@pytest.mark.parametrize(
+    ("curve", "served"),
+    [
+        ([1, 1, 0, 1, 1], 5),  # four solved evaluations, never three in a row: all of it
+        ([1, 1, 0, 1, 1, 1], 6),
+        ([1, 1, 0, 1, 1, 1, 1, 0], 6),  # ends at the third solved one in a row
+        ([0, 1, 0, 1, 0, 1, 1, 1, 0], 8),
+        ([1, 1, 1], 3),
+        ([0.99, 1, 1], 3),
+    ],
+)
+def test_a_replay_that_stops_when_solved_serves_up_to_the_third_solved_evaluation_in_a_row(curve, served):
+    reports = [{"step": 10 * (i + 1), "val_exact_match": float(e)} for i, e in enumerate(curve)]
+    assert solved_prefix(reports) == reports[:served]

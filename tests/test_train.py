@@ -80,6 +80,25 @@ def test_stop_when_solved_ends_after_patience_evaluations_at_one():
         assert results[-metrics.SOLVED_PATIENCE - 1].val_exact_match < 1.0
 
 
+def test_stop_when_solved_counts_only_solved_evaluations_in_a_row():
+    """Three held-out sums make exact match flicker while the adder learns (this config and seed: solved at
+    evaluations 7 and 9, unsolved at 8 and 10, then solved for good). The trainer stops where the frames and the
+    replay say a solved run ends: at the third solved evaluation in a row, not at the third solved one."""
+    from tune_adder.frames import ends_solved
+    from tune_adder.replay import solved_prefix
+
+    model_cfg = ModelConfig(cell="RNN", layers=1, hidden=32, embed_dim=16)
+    train_cfg = TrainConfig(digits=3, lr=0.03, batch_size=64, steps=400, eval_every=10, eval_size=3, seed=1, device="cpu")
+    free = [r.as_dict() for r in fit(model_cfg, train_cfg)]
+    solved = [i for i, r in enumerate(free) if r["val_exact_match"] == 1.0]
+    expected = solved_prefix(free)
+    assert len(solved) >= 3 and solved[2] + 1 < len(expected), "".join("1" if r["val_exact_match"] == 1.0 else "0" for r in free)
+    trainer = Trainer(model_cfg, TrainConfig(**{**train_cfg.__dict__, "stop_when_solved": True}))
+    stopped = [r.as_dict() for r in trainer.run()]
+    assert trainer.stopped_reason == "solved" and ends_solved(stopped)
+    assert [r["step"] for r in stopped] == [r["step"] for r in expected]
+    assert not any(ends_solved(stopped[:n]) for n in range(len(stopped)))  # it did not run past a solved streak
+
 def test_a_non_finite_loss_ends_the_run_as_diverged():
     trainer = Trainer(SMALL_MODEL, SMALL_TRAIN)
     with torch.no_grad():
