@@ -89,3 +89,36 @@ def test_the_probe_sums_are_the_same_for_every_trial_and_exact():
     assert [x + y for x, y in zip(to_int(batch.a), to_int(batch.b))] == to_int(batch.total)
     chain = first[("carry_chain", 1000)]
     assert set(x + y for x, y in zip(to_int(chain.a), to_int(chain.b))) == {10**1000}
+
+
+def test_each_rung_probes_sums_of_its_own_length_and_as_many_as_the_readme_says():
+    """100, 1,000 and 10,000 digits: 256, 64 and 16 sums of each kind, operands that really are that long (the
+    top digit of some operand is non-zero, the carry position above it is zero), every sum exact; and each
+    rung's score lands in the column named for its length."""
+    import sys
+
+    from tune_adder.data import to_int
+
+    rows = {100: 256, 1_000: 64, 10_000: 16}  # README, "--probe"
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # to_int reads 10,000-digit rows through str
+    try:
+        _check_rungs(rows, to_int)
+    finally:
+        sys.set_int_max_str_digits(limit)
+    lengths = probes.run_probes(lambda batch: float(batch.a.shape[1] - 1), 10, torch.device("cpu"))
+    assert lengths == {metrics.probe_column(kind, n): float(n) for kind in metrics.PROBE_KINDS for n in rows}
+
+
+def _check_rungs(rows: dict[int, int], to_int) -> None:
+    assert metrics.PROBE_LADDER == tuple(rows)
+    sets = probes.probe_sets(10)
+    assert set(sets) == {(kind, n) for kind in metrics.PROBE_KINDS for n in rows}
+    for (kind, n), batch in sets.items():
+        assert batch.a.shape == batch.b.shape == batch.total.shape == (rows[n], n + 1), (kind, n)
+        assert (batch.a[:, n] == 0).all() and (batch.b[:, n] == 0).all(), (kind, n)
+        assert (batch.a[:, n - 1] != 0).any() or (batch.b[:, n - 1] != 0).any(), (kind, n)
+        sums = [x + y for x, y in zip(to_int(batch.a), to_int(batch.b))]
+        assert sums == to_int(batch.total), (kind, n)
+        if kind == "carry_chain":
+            assert set(sums) == {10**n}, n
