@@ -12,8 +12,10 @@ import pytest
 
 from tests.test_sweep import frames, sweep
 from tune_adder.metrics import CONFIG_COLUMNS, EVAL_METRICS, PROBE_COLUMNS
-from tune_adder.replay import Recording, solved_prefix
-from tune_adder.sweep import main
+from tests.analysis_frames import grid, write_experiment
+from tests.conftest import free_ports
+from tune_adder.replay import Recording, ReplayError, solved_prefix
+from tune_adder.sweep import main, parse_settings
 
 RECORD = ["--grid", "quick", "--seeds", "2", "--max-steps", "60", "--eval-every", "20"]  # as tests/conftest.py QUICK_SWEEP
 SETTING = [c for c in CONFIG_COLUMNS if c not in ("seed", "max_steps")]
@@ -52,15 +54,15 @@ def test_a_fifo_replay_writes_the_datasets_rows(dataset, tmp_path, ray_address):
 
 
 def test_an_asha_replay_cuts_trials_on_the_recorded_curves(dataset, tmp_path, ray_address):
-    args = [*RECORD, "--seeds", "3", "--scheduler", "asha", "--grace-period", "20", "--reduction-factor", "2"]
+    args = [*RECORD, "--scheduler", "asha", "--grace-period", "20", "--reduction-factor", "2"]
     out = sweep([*args, "--replay", str(dataset)], tmp_path, ray_address)
     assert out.returncode == 0, out.stderr[-3000:]
-    history, trials = frames(tmp_path / "replay-quick-asha-seeds3-steps60")
-    assert len(trials) == 24 and (trials["stop_reason"] == "early_stopped").any()
+    history, trials = frames(tmp_path / "replay-quick-asha-seeds2-steps60")
+    assert len(trials) == 16 and (trials["stop_reason"] == "early_stopped").any()
     recorded = pd.read_parquet(dataset / "history.parquet")
-    for row in trials.itertuples():  # seed 2 replays recorded seed 0 (2 mod 2); every served step is recorded
+    for row in trials.itertuples():  # each trial serves its own seed's recording; every served step is recorded
         served = history[history["trial_id"] == row.trial_id]
-        match = recorded.merge(pd.DataFrame([{**{c: getattr(row, c) for c in SETTING}, "seed": row.seed % 2}]))
+        match = recorded.merge(pd.DataFrame([{**{c: getattr(row, c) for c in SETTING}, "seed": row.seed}]))
         values = [m for m in EVAL_METRICS if m != "step"]
         own = match.set_index("step").loc[served["step"], values].reset_index(drop=True)
         pd.testing.assert_frame_equal(served[values].reset_index(drop=True), own, check_dtype=False)
@@ -106,12 +108,13 @@ def test_a_missing_or_unfinished_dataset_exits_2(dataset, tmp_path, capsys):
     assert "did not finish" in capsys.readouterr().err
 
 
-def test_recording_picks_a_seed_by_modulo_and_ends_a_shorter_budget_unprobed(dataset):
+def test_recording_serves_the_trials_own_seed_only_and_ends_a_shorter_budget_unprobed(dataset):
     recording = Recording.load(dataset)
     config = {"digits": 5, "lr": 0.03, "layers": 2, "cell": "RNN", "hidden": 64, "embed_dim": 32, "batch_size": 200, "base": 10}
     assert recording.seeds(config) == [0, 1]
-    assert recording.reports({**config, "seed": 2}) == recording.reports({**config, "seed": 0})
     assert recording.reports({**config, "seed": 1}) != recording.reports({**config, "seed": 0})
+    with pytest.raises(ReplayError, match=r"under seed 2 \(recorded seeds: 0, 1\)"):  # never seed 0's curve as seed 2's
+        recording.reports({**config, "seed": 2})
     short = {**config, "seed": 0, "max_steps": 40}
     assert [r["step"] for r in recording.reports(short)] == [20, 40]
     assert recording.final(short) == {"stop_reason": "completed"}
@@ -132,3 +135,44 @@ def test_recording_picks_a_seed_by_modulo_and_ends_a_shorter_budget_unprobed(dat
 def test_a_replay_that_stops_when_solved_serves_up_to_the_third_solved_evaluation_in_a_row(curve, served):
     reports = [{"step": 10 * (i + 1), "val_exact_match": float(e)} for i, e in enumerate(curve)]
     assert solved_prefix(reports) == reports[:served]
+
+
+@pytest.fixture(scope="module")
+def seeds_3_to_5(tmp_path_factory):
+    """A hand-built dataset of the quick grid's 5-digit configs under seeds 3, 4 and 5, except the GRUs at lr 0.03 which
+    lack seed 5; evaluated every 50 steps to 600, and without experiment.json (as a dataset from elsewhere may be)."""
+    specs = [s for s in grid(lambda c: None, seeds=(3, 4, 5), digits=(5,), lr=(0.003, 0.03), cell=("RNN", "GRU"))
+             if not (s["config"]["cell"] == "GRU" and s["config"]["lr"] == 0.03 and s["config"]["seed"] == 5)]
+    for spec in specs:
+        spec.update(eval_every=50)
+        spec["config"]["max_steps"] = 600
+    folder = write_experiment(tmp_path_factory.mktemp("data") / "seeds3to5", specs)
+    (folder / "experiment.json").unlink()
+    return folder
+
+
+REPLAY_5 = ["--grid", "quick", "--digits", "5", "--eval-every", "50"]
+UNSERVABLE = [
+    (["--seeds", "5"], "--seeds 5 asks for seeds 0..4 but the dataset recorded seeds 3, 4 for every config"),
+    (["--first-seed", "3", "--seeds", "3"], "--first-seed 3 --seeds 3 asks for seeds 3..5 but the dataset recorded seeds 3, 4"),
+    (["--first-seed", "4", "--seeds", "2"], "(not 5)"),
+    (["--search", "optuna", "--digits", "5", "--max-steps", "600", "--eval-every", "50"], "--search optuna --digits 5 asks for seed 0"),
+    (["--grid", "quick", "--digits", "5", "--first-seed", "3", "--eval-every", "10"], "--eval-every 10 differs from the dataset's 50"),
+]
+
+
+@pytest.mark.parametrize(("flags", "named"), UNSERVABLE, ids=[" ".join(f) for f, _ in UNSERVABLE])
+def test_a_replay_refuses_seeds_and_evaluations_the_dataset_did_not_record(seeds_3_to_5, flags, named, tmp_path, capsys):
+    """Refused in one line, exit 2, before Ray and with nothing written. The --address where nothing listens makes
+    a missed check end fast (as an unreachable address) instead of starting a sweep here."""
+    argv = [*(flags if "--search" in flags or "--grid" in flags else [*REPLAY_5, *flags]), "--replay", str(seeds_3_to_5)]
+    code = main([*argv, "--storage", str(tmp_path / "out"), "--address", f"127.0.0.1:{free_ports(1)[0]}"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and named in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_replay_of_recorded_seeds_from_first_seed_is_accepted(seeds_3_to_5, tmp_path):
+    s = parse_settings([*REPLAY_5, "--first-seed", "3", "--seeds", "2", "--replay", str(seeds_3_to_5), "--storage", str(tmp_path)])
+    assert s.seed_values() == [3, 4]
+    assert Recording.load(seeds_3_to_5).eval_every == 50  # read from the step spacing: no experiment.json here

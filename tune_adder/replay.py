@@ -1,9 +1,10 @@
 """Recorded sweeps as a tabular benchmark: every config's evaluations, served again instead of training.
 
 A dataset is a finished sweep's frames (history.parquet, trials.parquet, experiment.json). A replayed
-trial asks for its config and seed and gets the recorded evaluations of that config under one recorded
-seed (the trial's seed modulo the number recorded), so a search or scheduler sees exactly what training
-would have shown it, in seconds. Nothing here imports Ray; `trainable.replay_adder` is the Ray side.
+trial asks for its config and seed and gets the recorded evaluations of that config under that same seed
+(a seed the dataset did not record is refused, never served as a copy of another), so a search or scheduler
+sees exactly what training would have shown it, in seconds. Nothing here imports Ray; `trainable.replay_adder`
+is the Ray side.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Recording:
         if open_trials.any():
             raise ReplayError(f"--replay {str(path)!r}: {int(open_trials.sum())} trials did not finish (running or error); "
                               "replay needs a finished sweep")
-        rec = cls(path, settings, settings.get("eval_every"), int(trials["max_steps"].max()))
+        eval_every = settings.get("eval_every") or _step_spacing(history)
+        rec = cls(path, settings, eval_every, int(trials["max_steps"].max()))
         by_trial = {tid: group.sort_values(STEP) for tid, group in history.groupby(TRIAL_ID)}
         for row in trials.to_dict("records"):
             key, seed = setting_key(row), int(row["seed"])
@@ -73,11 +75,17 @@ class Recording:
         return sorted(self._curves.get(setting_key(config), {}))
 
     def recorded_seed(self, config: dict[str, Any]) -> int:
-        """The recording a trial with this seed replays: its seed modulo the number of recorded seeds."""
-        seeds = self.seeds(config)
-        if not seeds:
-            raise ReplayError(f"the dataset has no recording of {_show(config)}")
-        return seeds[int(config.get("seed", 0)) % len(seeds)]
+        """The recording a trial replays: the one under its own seed. Another seed's run is never served in its place."""
+        seeds, seed = self.seeds(config), int(config.get("seed", 0))
+        if seed not in seeds:
+            recorded = f"recorded seeds: {', '.join(map(str, seeds))}" if seeds else "no recording at all"
+            raise ReplayError(f"the dataset has no recording of {_show(config)} under seed {seed} ({recorded})")
+        return seed
+
+    def common_seeds(self, configs: list[dict[str, Any]]) -> list[int]:
+        """The seeds recorded for every one of these configs: the only seeds a replay of them can serve."""
+        per_config = [set(self.seeds(c)) for c in configs]
+        return sorted(set.intersection(*per_config)) if per_config else []
 
     def reports(self, config: dict[str, Any]) -> list[dict[str, Any]]:
         """The recorded evaluations up to the trial's max_steps, each with the time it took (RECORDED_TIME); with
@@ -101,6 +109,10 @@ class Recording:
         probes = {} if cut else {c: _plain(row.get(c)) for c in PROBE_COLUMNS if _plain(row.get(c)) is not None}
         return {"stop_reason": reason, **probes}
 
+    def configs(self) -> list[dict[str, Any]]:
+        """Every recorded setting, as a config (lr as recorded, to 10 significant digits)."""
+        return [{**dict(zip(SETTING_KEYS, key)), "lr": float(key[SETTING_KEYS.index("lr")])} for key in self._curves]
+
     def missing(self, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [c for c in configs if not self.has(c)]
 
@@ -120,6 +132,17 @@ def solved_prefix(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if streak == SOLVED_PATIENCE:
             return reports[: i + 1]
     return reports
+
+
+def _step_spacing(history: pd.DataFrame) -> int | None:
+    """The evaluation interval a dataset without experiment.json was recorded at: the commonest gap between a trial's
+    evaluations, counted from step 0 and leaving out its last gap (a run's last evaluation comes at max_steps, which
+    may be sooner)."""
+    gaps = []
+    for _, steps in history.groupby(TRIAL_ID)[STEP]:
+        steps = sorted(int(x) for x in steps)
+        gaps += [b - a for a, b in zip([0, *steps], steps)][: max(1, len(steps) - 1)]
+    return int(pd.Series(gaps).mode().max()) if gaps else None
 
 
 def _plain(value):

@@ -186,12 +186,26 @@ def _check_replay(a: argparse.Namespace) -> None:
     _require(recorded_every in (None, a.eval_every), f"--eval-every {a.eval_every} differs from the dataset's "
              f"{recorded_every}; a replay can only serve the evaluations that were recorded")
     if a.search == "grid":
-        missing = recording.missing(_configs_of(a))
+        configs = _configs_of(a)
+        missing = recording.missing(configs)
         _require(not missing, f"{_space_flag(a)}: {len(missing)} of its configs are not in the dataset "
                  f"(first: {missing[0] if missing else ''}); replay a grid the dataset covers")
-    else:
+        seeds, flags = list(range(a.first_seed, a.first_seed + a.seeds)), f"--seeds {a.seeds}"
+        flags = f"--first-seed {a.first_seed} {flags}" if a.first_seed else flags
+    else:  # an Optuna replay's trials run under seed 0 (a replay does not pack seeds)
         _require(a.digits in recording.values("digits"), f"--digits {a.digits} is not in the dataset; "
                  f"recorded: {', '.join(map(str, recording.values('digits')))}")
+        configs = [c for c in recording.configs() if c["digits"] == a.digits]
+        seeds, flags = [0], f"--search optuna --digits {a.digits}"
+    recorded = recording.common_seeds(configs)
+    unrecorded = [seed for seed in seeds if seed not in recorded]
+    _require(not unrecorded, f"{flags} asks for seed{'s' if len(seeds) > 1 else ''} {_seed_range(seeds)} but the dataset "
+             f"recorded {'seeds ' + ', '.join(map(str, recorded)) if recorded else 'no seed'} for every config asked for "
+             f"(not {', '.join(map(str, unrecorded))}); a replay serves only recorded seeds, never copies of others")
+
+
+def _seed_range(seeds: list[int]) -> str:
+    return str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}..{seeds[-1]}"
 
 
 def _largest_trial(a: argparse.Namespace) -> tuple[int, str, dict[str, int]]:
