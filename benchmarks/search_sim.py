@@ -159,11 +159,15 @@ class _Searcher:
     def complete(self, trial_id: int, last: dict[str, Any]) -> None:
         if self.method.search != "tpe":
             return
-        value = last.get(METRIC)
-        try:  # as Ray's OptunaSearch: a NaN value is refused by Optuna and only logged there
-            self.study.tell(self.open.pop(trial_id), value)
-        except Exception:
-            pass
+        trial, value = self.open.pop(trial_id), last.get(METRIC)
+        # As Ray's OptunaSearch tells it: COMPLETE with the value (PRUNED without one). Optuna refuses a NaN value
+        # with a ValueError, which Ray only logs: the trial is never told and TPE leaves it out.
+        state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.PRUNED
+        try:
+            self.study.tell(trial, value, state=state)
+        except ValueError:
+            if not (isinstance(value, float) and math.isnan(value)):
+                raise
 
 
 def _scheduler(table: Table, method: Method):
