@@ -11,8 +11,9 @@ reduction factor) on the grid's order. `--ray-check D` replays the same methods 
 (`python -m tune_adder.sweep --replay ... --digits D`, one trial at a time so the order is fixed) and compares
 every trial's steps with the simulation's.
 
-Writes into `--out` (default benchmarks/measured): search.csv (one row per method, length and repetition),
-search_summary.md, search_scan.md, search_ray_check.md and search_anytime.png.
+Writes into `--out` (default results/bench_search; the committed results are in benchmarks/measured): search.csv
+(one row per method, length and repetition), search_summary.md, search_scan.md, search_ray_check.md and
+search_anytime.png. A dataset or flag it cannot use exits 2 with one line, before anything is written.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tune_adder.frames import best_trials  # noqa: E402
+from tune_adder.paths import check_can_write_under  # noqa: E402
 from tune_adder.settings import ASHA_DEFAULTS, RESUME_DEFAULTS  # noqa: E402
 from search_sim import FACTORS, Method, Table, key_of, load_tables, repetitions, simulate  # noqa: E402
 
@@ -294,8 +296,55 @@ def wide_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+class UsageError(Exception):
+    """A dataset or flag this benchmark cannot use: one line on stderr and exit 2, before anything is written."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def _load(dataset: Path) -> list[Table]:
+    """The dataset's tables, or a UsageError naming what is wrong with it."""
+    missing = [n for n in ("history.parquet", "trials.parquet") if not (dataset / n).is_file()]
+    if missing:
+        raise UsageError(f"dataset {str(dataset)!r}: no {' or '.join(missing)} there; give a finished full-grid sweep's folder "
+                         "(e.g. data/full-seeds3)")
+    try:
+        history, trials = pd.read_parquet(dataset / "history.parquet"), pd.read_parquet(dataset / "trials.parquet")
+        tables = load_tables(history, trials) if len(history) and len(trials) else []
+    except Exception as e:  # not parquet, or not a sweep's frames (a column missing)
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"dataset {str(dataset)!r} is not readable as a sweep's frames: {detail}") from None
+    if not tables:
+        raise UsageError(f"dataset {str(dataset)!r}: no operand length has every full-grid config recorded under one seed")
+    return tables
+
+
+def _check(a: argparse.Namespace) -> list[Table]:
+    """Every flag and the dataset, before anything runs or is written."""
+    for flag in ("reps", "workers"):
+        if getattr(a, flag) < 1:
+            raise UsageError(f"--{flag} {getattr(a, flag)} is not valid; it must be >= 1")
+    tables = _load(a.dataset)
+    lengths = sorted({t.digits for t in tables if t.seed == 0})
+    if a.ray_check is not None and a.ray_check not in lengths:
+        raise UsageError(f"--ray-check {a.ray_check} is not a length the dataset recorded whole under seed 0; "
+                         f"choose one of: {', '.join(map(str, lengths)) or 'none'}")
+    if a.real_check is not None:
+        missing = [n for n in ("experiment.json", "trials.parquet") if not (a.real_check / n).is_file()]
+        if missing:
+            raise UsageError(f"--real-check {str(a.real_check)!r}: no {' or '.join(missing)} there; give a finished sweep's folder")
+    try:
+        check_can_write_under(a.out)
+    except ValueError as e:
+        raise UsageError(f"--out {str(a.out)!r} is not usable: {e}") from None
+    return tables
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = _Parser(prog="benchmarks/bench_search.py", description=__doc__.splitlines()[0])
     p.add_argument("dataset", type=Path, help="a finished full-grid sweep's folder (history.parquet, trials.parquet)")
     p.add_argument("--reps", type=int, default=24, help="repetitions per method and length (default 24)")
     p.add_argument("--workers", type=int, default=4, help="trials running at once in the simulation (default 4)")
@@ -303,12 +352,14 @@ def main(argv=None) -> int:
     p.add_argument("--ray-check", type=int, metavar="DIGITS", help="replay the methods through the real sweep at this length")
     p.add_argument("--real-check", type=Path, metavar="EXPERIMENT", help="a real (trained) sweep's folder: replay its "
                    "command from the dataset and compare the best config and the steps spent")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "measured")
-    a = p.parse_args(argv)
-    history, trials = pd.read_parquet(a.dataset / "history.parquet"), pd.read_parquet(a.dataset / "trials.parquet")
-    tables = load_tables(history, trials)
-    if not tables:
-        print(f"{a.dataset}: no operand length has every full-grid config recorded under one seed", file=sys.stderr)
+    p.add_argument("--out", type=Path, default=Path("results/bench_search"),
+                   help="where the tables and the figure go (default results/bench_search; the committed results are "
+                   "benchmarks/measured)")
+    try:
+        a = p.parse_args(argv)
+        tables = _check(a)
+    except UsageError as e:
+        print(f"bench_search.py: error: {e}", file=sys.stderr)
         return 2
     a.out.mkdir(parents=True, exist_ok=True)
     head = (f"dataset {a.dataset} ({', '.join(f'{t.digits}d seed {t.seed}' for t in tables)}), {a.reps} repetitions, "

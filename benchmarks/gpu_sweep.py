@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -30,6 +31,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tune_adder.paths import check_can_write_under  # noqa: E402
 TARGET_RUNS, TARGET_MINUTES, TARGET_RATIO = 720, 10, 15  # issue #8: the full grid x 5 seeds in 10 min on one H100
 RUN_STEPS = 1000  # the full grid's steps per run, what member-runs are counted in
 STOP_GRACE_S = 30  # after SIGTERM, before the sweep's process group is killed (half that when we are told to stop)
@@ -286,12 +289,67 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class UsageError(Exception):
+    """A flag this benchmark cannot run: one line on stderr and exit 2, before anything is written or started."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def _choose(args: argparse.Namespace) -> tuple[Setting, ...]:
+    """The settings to run, every flag checked (the sweep commands parsed, no Ray needed) before anything is written."""
+    defaults = ("quick", 20, 10, 200, 120.0) if args.smoke else ("gpu-slice", 200, 50, 2000, 250.0)
+    for key, value in zip(("grid", "max_steps", "eval_every", "eval_size", "budget"), defaults):
+        setattr(args, key, value if getattr(args, key) is None else getattr(args, key))
+    if not (math.isfinite(args.budget) and args.budget > 0):
+        raise UsageError(f"--budget {args.budget:g} is not valid; it must be a number of seconds > 0")
+    settings = SMOKE_SETTINGS if args.smoke else GPU_SETTINGS
+    if args.settings is not None:
+        labels, known = args.settings.split(","), [s.label for s in settings]
+        if not all(label in known for label in labels):
+            raise UsageError(f"--settings {args.settings!r} is not valid; choose labels among {', '.join(known)} "
+                             f"(comma-separated){'' if args.smoke else ' (smoke mode has a, c)'}")
+        settings = tuple(s for s in settings if s.label in labels)
+    if args.seeds is not None:  # e.g. the full study on a lent GPU: --grid full --max-steps 1000 --settings d --seeds 3
+        settings = tuple(replace(s, seeds=args.seeds) for s in settings)
+    try:
+        check_can_write_under(args.out)
+    except ValueError as e:
+        raise UsageError(f"--out {str(args.out)!r} is not usable: {e}") from None
+    # Every command must parse before the first one runs: a typo costs no device time.
+    from tune_adder.settings import UsageError as SweepUsageError
+    from tune_adder.sweep import parse_settings
+
+    for s in settings:
+        try:
+            parse_settings(sweep_command(s, args, args.out / "sweeps")[3:])
+        except SweepUsageError as err:
+            raise UsageError(f"setting {s.label}: {err}") from None
+    import torch
+
+    if not args.smoke and not torch.cuda.is_available():  # every GPU setting would fail: nothing would be measured
+        raise UsageError("no CUDA device here: the GPU settings need one; --smoke checks the path on the CPU")
+    return settings
+
+
+def _verdict(rows: list[dict]) -> int:
+    """0 only when every setting that ran measured something and ended as a sweep should (done, or cut at its share)."""
+    failed = [r["label"] for r in rows if r["exit"] not in (0, 130) or not r.get("member_steps")]
+    if not rows or failed:
+        what = f"settings {', '.join(failed)} failed or measured nothing" if rows else "no setting ran"
+        print(f"gpu_sweep.py: {what}; see the log above", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python benchmarks/gpu_sweep.py", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python benchmarks/gpu_sweep.py", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "/tmp/gpu_sweep"))
     p.add_argument("--smoke", action="store_true", default=os.environ.get("GPU_SWEEP_SMOKE") == "1",
                    help="two tiny CPU settings (quick grid, 20 steps): checks the path, measures nothing")
-    p.add_argument("--settings", help="labels to run, e.g. a,c (default all of the mode's)")
+    p.add_argument("--settings", help="labels to run, e.g. a,c (default all of the mode's: a-d; smoke a, c)")
     p.add_argument("--grid", help="default gpu-slice (smoke: quick)")
     p.add_argument("--max-steps", type=int, help="default 200 (smoke: 20)")
     p.add_argument("--eval-every", type=int, help="default 50 (smoke: 10)")
@@ -299,30 +357,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, help="seeds of every setting (default each setting's: 5 on the GPU, 2 in smoke)")
     p.add_argument("--budget", type=float, help="seconds for all settings together (default 250; smoke 120)")
     p.add_argument("--archive-only", action="store_true", help=argparse.SUPPRESS)  # the shell script's clean-up
-    args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.archive_only:
-        archive(args.out)
-        return 0
-    defaults = ("quick", 20, 10, 200, 120.0) if args.smoke else ("gpu-slice", 200, 50, 2000, 250.0)
-    for key, value in zip(("grid", "max_steps", "eval_every", "eval_size", "budget"), defaults):
-        setattr(args, key, value if getattr(args, key) is None else getattr(args, key))
-    settings = SMOKE_SETTINGS if args.smoke else GPU_SETTINGS
-    if args.settings:
-        settings = tuple(s for s in settings if s.label in args.settings.split(","))
-    if args.seeds is not None:  # e.g. the full study on a lent GPU: --grid full --max-steps 1000 --settings d --seeds 3
-        settings = tuple(replace(s, seeds=args.seeds) for s in settings)
-    # Every command must parse before the first one runs (no Ray needed for that): a typo costs no device time.
-    sys.path.insert(0, str(REPO))
-    from tune_adder.settings import UsageError
-    from tune_adder.sweep import parse_settings
-
     try:
-        for s in settings:
-            parse_settings(sweep_command(s, args, args.out / "sweeps")[3:])
-    except UsageError as err:  # one line, before any device time is spent
-        print(f"gpu_sweep.py: setting {s.label}: {err}", file=sys.stderr)
+        args = p.parse_args(argv)
+        if args.archive_only:
+            archive(args.out)
+            return 0
+        settings = _choose(args)
+    except UsageError as err:  # one line, before any device time is spent and before --out is made
+        print(f"gpu_sweep.py: error: {err}", file=sys.stderr)
         return 2
+    args.out.mkdir(parents=True, exist_ok=True)
     header = _header(args, settings)
     rows: list[dict] = []
     budget = Budget(args.budget)
@@ -338,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.out / "gpu_sweep.json", json.dumps({"header": header, "rows": rows}, indent=2))
         _write(args.out / "gpu_sweep.md", table(rows, header, args.smoke))
         archive(args.out)
-    print(f"table: {args.out / 'gpu_sweep.md'}", flush=True)  # gpu_sweep.sh prints it
-    return 0
+    if rows:
+        print(f"table: {args.out / 'gpu_sweep.md'}", flush=True)  # gpu_sweep.sh prints it
+    return _verdict(rows)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.analysis_frames import grid, write_experiment
+from tests.conftest import sweep_env
 from tests.test_sweep import sweep
 from tune_adder.metrics import PROBE_COLUMNS
 from tune_adder.spaces import grid_configs
@@ -179,3 +181,62 @@ def test_the_sweeps_asha_replay_stops_the_trials_the_simulation_stops(dataset, m
     stopped = [steps for _, steps in expected if steps < 600]
     # On the loss ASHA cuts at its first rung; on exact match that rung ties at 0 and nothing is cut there.
     assert (min(stopped) == 100) if metric == "val_loss" else (min(stopped, default=600) > 100)
+
+
+@pytest.fixture(scope="module")
+def full10(tmp_path_factory):
+    """The full grid's 36 configs at 10 digits under seed 0: the smallest dataset bench_search.py accepts."""
+    specs = grid(lambda c: 300 if c["lr"] == 0.01 else None, seeds=(0,), digits=(10,), lr=(0.001, 0.01, 0.1),
+                 layers=(1, 2, 3, 4), cell=("RNN", "LSTM", "GRU"))
+    return write_experiment(tmp_path_factory.mktemp("data") / "full10", specs, {"grid": "full", "eval_every": 100})
+
+
+def _unusable(tmp_path: Path, full10: Path) -> list[tuple[list[str], str]]:
+    empty, corrupt, afile = tmp_path / "empty", tmp_path / "corrupt", tmp_path / "afile"
+    empty.mkdir()
+    for name in ("history.parquet", "trials.parquet"):
+        pd.read_parquet(full10 / name).iloc[:0].to_parquet(empty / name)
+    corrupt.mkdir()
+    (corrupt / "history.parquet").write_text("not parquet")
+    (corrupt / "trials.parquet").write_text("not parquet")
+    afile.write_text("x")
+    return [
+        ([str(tmp_path / "nowhere")], "no history.parquet or trials.parquet"),
+        ([str(empty)], "no operand length has every full-grid config"),
+        ([str(corrupt)], "is not readable as a sweep's frames"),
+        ([str(full10), "--reps", "0"], "--reps 0 is not valid"),
+        ([str(full10), "--reps", "-2"], "--reps -2 is not valid"),
+        ([str(full10), "--workers", "0"], "--workers 0 is not valid"),
+        ([str(full10), "--workers", "-1"], "--workers -1 is not valid"),
+        ([str(full10), "--ray-check", "7"], "--ray-check 7 is not a length the dataset recorded whole under seed 0; choose one of: 10"),
+        ([str(full10), "--real-check", str(tmp_path / "nowhere")], "--real-check"),
+        ([str(full10), "--reps", "many"], "--reps"),
+        ([str(full10), "--out", str(afile)], "--out"),
+        ([str(full10), "--out", str(afile / "sub")], "--out"),
+    ]
+
+
+def test_bench_search_refuses_a_dataset_or_flag_it_cannot_use_in_one_line_writing_nothing(full10, tmp_path, capsys):
+    out = tmp_path / "out"
+    for argv, named in _unusable(tmp_path, full10):
+        code = bench.main([*argv, *([] if "--out" in argv else ["--out", str(out)])])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and named in err, (argv, err)
+        assert not out.exists(), argv
+
+
+def test_bench_search_from_the_shell_refuses_without_a_traceback_and_by_default_writes_outside_the_committed_results(
+    full10, tmp_path
+):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(BENCH / "bench_search.py"), str(full10), *args]
+        return subprocess.run(cmd, cwd=tmp_path, env=sweep_env(), capture_output=True, text=True, timeout=600)
+
+    refused = run("--ray-check", "7")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "--ray-check 7" in refused.stderr and list(tmp_path.iterdir()) == []
+    measured = {p.name: p.read_bytes() for p in (BENCH / "measured").iterdir()}
+    done = run("--reps", "1", "--workers", "1")  # the documented command, shrunk, run where a user runs it
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {"search_summary.md", "search.csv", "search_anytime.png"} <= {p.name for p in (tmp_path / "results" / "bench_search").iterdir()}
+    assert {p.name: p.read_bytes() for p in (BENCH / "measured").iterdir()} == measured
