@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -19,22 +20,37 @@ from tune_adder.metrics import STEP, TRIAL_ID  # noqa: E402
 
 from analysis.extract import UNFINISHED, hold_fixed, select, series_label, varied  # noqa: E402
 from analysis.stats import (  # noqa: E402
-    LOSS_AREA, MIN_SEEDS, STEPS_TO_SOLVE, Comparison, converges_faster, loss_areas, steps_to_solve,
+    ALPHA, LOSS_AREA, MEASURES, MIN_SEEDS, STEPS_TO_SOLVE, Comparison, converges_faster, holm, regressions,
+    share_interval, steps_to_solve,
 )
 
 SEED_LENGTHS = (10, 20, 50, 100)
 REPORT_ACCURACY = 0.995  # the seed prints accuracy to two decimals: 1.00 means >= 0.995
 SEED_GRID_HINT = "the seed grid, `--grid seed --seeds 3` (the report's one-factor studies of digits, lr, layers and cell)"
-MEASURE = (f"converges faster = lower median {STEPS_TO_SOLVE} over seeds (unsolved seeds count as never); "
-           "when neither setting of a pair is solved by most seeds, lower mean log10 train loss over the steps both trained")
+MEASURE = (f"converges faster, two measures with a verdict each: lower {STEPS_TO_SOLVE} (sustained: the first of 3 "
+           "evaluations in a row at exact match 1.0; never solved ranks last) and lower mean log10 train loss over the steps "
+           "both settings trained; each check is a two-sided exact permutation test of ranks, corrected within a claim by "
+           f"Holm, decided at {ALPHA}")
+NOT_APPLICABLE = "n/a"
+VERDICTS = ("supported", "partly supported", "mixed", "refuted", "inconclusive", "undecidable", "suggested",
+            "suggested against", "not testable", NOT_APPLICABLE)
+
+
+@dataclass
+class Outcome:
+    """One check on one measure: the test's p-value and whether the data lean the claim's way."""
+
+    p: float
+    claimed_way: bool | None  # True: the data lean the claim's way; False: against it; None: a tie
+    min_p: float  # the smallest p these seeds could give: above the corrected threshold, nothing can be decided
+    enough_seeds: bool
 
 
 @dataclass
 class Check:
-    """One sub-claim, e.g. 'at 20 digits lr 0.01 is faster than lr 0.001'."""
+    """One sub-claim, e.g. 'at 20 digits lr 0.01 is faster than lr 0.001', judged on each measure it applies to."""
 
-    outcome: str  # "agree", "disagree" or "unclear"
-    enough_seeds: bool
+    outcomes: dict[str, Outcome]
     evidence: str
 
 
@@ -42,34 +58,59 @@ class Check:
 class ClaimResult:
     claim: str
     statement: str
-    verdict: str = "not testable"
+    verdicts: dict[str, str] = field(default_factory=lambda: {m: "not testable" for m in MEASURES})
     evidence: list[str] = field(default_factory=list)
     untested: list[str] = field(default_factory=list)  # parts of the claim this sweep cannot test
 
+    @property
+    def verdict(self) -> str:
+        """The verdict on steps to solve (the seed's own C1/C6 measures are also filed under it)."""
+        return self.verdicts[STEPS_TO_SOLVE]
 
-def verdict(checks: list[Check]) -> str:
-    """supported/refuted need MIN_SEEDS seeds everywhere; with fewer the data only 'suggest' either way."""
-    if not checks:
+    @property
+    def loss_verdict(self) -> str:
+        return self.verdicts[LOSS_AREA]
+
+    @property
+    def measures_disagree(self) -> bool:
+        both = [v for v in self.verdicts.values() if v != NOT_APPLICABLE]
+        return len(set(both)) > 1
+
+
+def verdict(outcomes: list[Outcome]) -> str:
+    """A claim's verdict from its checks on one measure, each p-value Holm-corrected within the claim.
+
+    supported: every check significantly the claim's way; partly supported: some are and none against; refuted:
+    some significantly against and none for; mixed: some each way; inconclusive: none decided; undecidable: none
+    could be, as even the smallest p these seeds allow fails Holm's first threshold (3 vs 3 seeds: 0.1); with fewer
+    than MIN_SEEDS seeds anywhere only point estimates: suggested / suggested against."""
+    if not outcomes:
         return "not testable"
-    outcomes = {c.outcome for c in checks}
-    if not all(c.enough_seeds for c in checks):
-        if outcomes == {"agree"}:
-            return "suggested"
-        return "suggested against" if "disagree" in outcomes else "inconclusive"
-    if "disagree" in outcomes:
+    if not all(o.enough_seeds for o in outcomes):
+        ways = {o.claimed_way for o in outcomes}
+        return "suggested" if ways == {True} else "suggested against" if False in ways else "inconclusive"
+    adjusted = holm([o.p for o in outcomes])
+    agree = sum(1 for o, p in zip(outcomes, adjusted) if p < ALPHA and o.claimed_way is True)
+    disagree = sum(1 for o, p in zip(outcomes, adjusted) if p < ALPHA and o.claimed_way is False)
+    if agree and disagree:
+        return "mixed"
+    if agree:
+        return "supported" if agree == len(outcomes) else "partly supported"
+    if disagree:
         return "refuted"
-    return "supported" if outcomes == {"agree"} else "inconclusive"
+    if min(o.min_p for o in outcomes) * len(outcomes) >= ALPHA:
+        return "undecidable"
+    return "inconclusive"
 
 
 def _fmt(value: float, measure: str) -> str:
-    if not np.isfinite(value):
-        return "unsolved" if measure == STEPS_TO_SOLVE else "diverged"
-    return f"{value:.0f}" if measure == STEPS_TO_SOLVE else f"{value:.2f}"
+    if measure == STEPS_TO_SOLVE:
+        return f"{value:.0f}" if np.isfinite(value) else "never"
+    return f"{value:.2f}" if np.isfinite(value) else "diverged"
 
 
-def _fmt_band(stat: tuple[float, float, float], measure: str) -> str:
-    median, low, high = stat
-    return f"{_fmt(median, measure)} [{_fmt(low, measure)}, {_fmt(high, measure)}]"
+def _fmt_steps(value: float, max_steps: float) -> str:
+    return f">{max_steps:.0f}" if value > max_steps else f"{value:.0f}"
 
 
 def _setting(trials: pd.DataFrame, **values) -> pd.DataFrame:
@@ -78,17 +119,35 @@ def _setting(trials: pd.DataFrame, **values) -> pd.DataFrame:
     return select(trials, {**held.fixed, **values})
 
 
+def _describe(c: Comparison, label_a: str, label_b: str, max_steps: float) -> str:
+    """'a: median 200 (range 150-250) vs b: 500 (450-550); difference -300 [bootstrap 95% -350, -250]; p=0.002'."""
+    show = (lambda v: _fmt_steps(v, max_steps)) if c.measure == STEPS_TO_SOLVE else (lambda v: _fmt(v, c.measure))
+    diff, low, high = c.difference
+    dshow = (lambda v: f"{v:+.0f}") if c.measure == STEPS_TO_SOLVE else (lambda v: f"{v:+.2f}")
+    return (f"{c.measure}: {label_a} {show(c.a[0])} (range {show(c.a[1])}-{show(c.a[2])}) vs {label_b} {show(c.b[0])} "
+            f"(range {show(c.b[1])}-{show(c.b[2])}), median difference {dshow(diff)} [bootstrap 95% {dshow(low)}, {dshow(high)}], "
+            f"p={c.p:.3g} (smallest possible {c.min_p:.2g})")
+
+
 def faster(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str) -> Check:
-    """The claim says `a` converges faster than `b`."""
-    result: Comparison = converges_faster(history, a, b)
-    outcome = {"a": "agree", "b": "disagree", None: "unclear"}[result.winner]
-    p = result.p_a_faster
-    evidence = (f"{label_a}: {_fmt_band(result.a, result.measure)} vs {label_b}: {_fmt_band(result.b, result.measure)} "
-                f"({result.measure}, n={result.n_a}/{result.n_b}; {label_a} faster in {p:.0%} of resamples)")
-    if result.measure == STEPS_TO_SOLVE:  # context only, never the verdict: the loss can rank settings differently
-        area_a, area_b = (float(np.median(x)) for x in loss_areas(history, a, b))
-        evidence += f"; for context, {LOSS_AREA} {_fmt(area_a, LOSS_AREA)} vs {_fmt(area_b, LOSS_AREA)}"
-    return Check(outcome, result.enough_seeds, evidence)
+    """The claim says `a` converges faster than `b`: both measures, each a test of its own."""
+    results = converges_faster(history, a, b)
+    max_steps = float(pd.concat([a, b])["max_steps"].max())
+    outcomes = {m: Outcome(c.p, {"a": True, "b": False, None: None}[c.lower], c.min_p, c.enough_seeds) for m, c in results.items()}
+    evidence = f"{label_a} vs {label_b} (n={len(a)}/{len(b)}): " + "; ".join(_describe(c, label_a, label_b, max_steps) for c in results.values())
+    lost_a, lost_b = len(regressions(history, a)), len(regressions(history, b))
+    if lost_a or lost_b:
+        evidence += f"; regressions (solved, then lost by the end): {label_a} {lost_a}/{len(a)}, {label_b} {lost_b}/{len(b)}"
+    return Check(outcomes, evidence)
+
+
+def share_check(hits: int, n: int, label: str) -> Check:
+    """A claim that a typical run gets there: the share of seeds that do, tested against one half (exact binomial)."""
+    share, low, high = share_interval(hits, n)
+    p = float(sps.binomtest(hits, n, 0.5).pvalue) if n else 1.0
+    outcome = Outcome(p, None if hits * 2 == n else hits * 2 > n, min(1.0, 2 * 0.5**n) if n else 1.0, n >= MIN_SEEDS)
+    return Check({STEPS_TO_SOLVE: outcome}, f"{label}: {hits}/{n} seeds ({share:.0%}, exact 95% {low:.0%}-{high:.0%}; "
+                                            f"binomial test against one half p={p:.3g})")
 
 
 def _present(trials: pd.DataFrame, column: str, wanted) -> tuple[list, list]:
@@ -98,21 +157,28 @@ def _present(trials: pd.DataFrame, column: str, wanted) -> tuple[list, list]:
 
 
 def _finish(result: ClaimResult, checks: list[Check]) -> ClaimResult:
-    result.verdict = verdict(checks)
+    for measure in MEASURES:
+        outcomes = [c.outcomes[measure] for c in checks if measure in c.outcomes]
+        result.verdicts[measure] = verdict(outcomes) if outcomes or not checks else NOT_APPLICABLE
     result.evidence += [c.evidence for c in checks]
+    if result.measures_disagree:
+        result.evidence.append(f"the two measures disagree: {STEPS_TO_SOLVE} says {result.verdict}, "
+                               f"{LOSS_AREA} says {result.loss_verdict}")
     if result.verdict == "not testable" and not any("--grid seed" in u for u in result.untested):
         result.untested.append(f"testable with {SEED_GRID_HINT}")
-    if result.verdict.startswith("suggested") or (result.verdict == "inconclusive" and not all(c.enough_seeds for c in checks)):
-        result.untested.append(f"fewer than {MIN_SEEDS} seeds per setting: rerun with `--seeds {MIN_SEEDS}` to decide it")
+    outcomes = [o for c in checks for o in c.outcomes.values()]
+    if any(not o.enough_seeds for o in outcomes):
+        result.untested.append(f"fewer than {MIN_SEEDS} seeds per setting: rerun with `--seeds {MIN_SEEDS}` or more to test it")
+    elif "undecidable" in result.verdicts.values():
+        least = min(o.min_p for o in outcomes)
+        result.untested.append(f"undecidable with these seeds: the smallest p-value they allow ({least:.2g}) times "
+                               f"{len(checks)} checks is not below {ALPHA}; more seeds (`--first-seed`) would decide it")
     return result
 
 
 def _exact_match_by(history: pd.DataFrame, trial: pd.Series, step: int) -> float:
-    """val_exact_match at the last evaluation at or before `step` (1.0 once solved and stopped)."""
-    curve = history[(history[TRIAL_ID] == trial[TRIAL_ID]) & (history[STEP] <= step)]
-    solved_at = trial["steps_to_solve"]
-    if not pd.isna(solved_at) and solved_at <= step:
-        return 1.0
+    """val_exact_match at the last evaluation at or before `step`, as measured (a solved run that relapsed counts low)."""
+    curve = history[(history[TRIAL_ID] == trial[TRIAL_ID]) & (history[STEP] <= step)].sort_values(STEP)
     return float(curve["val_exact_match"].iloc[-1]) if len(curve) else float("nan")
 
 
@@ -126,15 +192,14 @@ def check_c1(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
         if group.empty:
             result.untested.append(f"{digits} digits: no RNN/2 layers/lr 0.001 trial")
             continue
-        if group["max_steps"].max() < 1000 and not np.isfinite(steps_to_solve(group)).all():
+        if group["max_steps"].max() < 1000 and not np.isfinite(steps_to_solve(group, history)).all():
             result.untested.append(f"{digits} digits: max_steps {group['max_steps'].max()} < 1000 and not all seeds solved")
             continue
         scores = np.array([_exact_match_by(history, t, 1000) for _, t in group.iterrows()])
         reached = int((scores >= REPORT_ACCURACY).sum())
-        outcome = "agree" if reached == len(scores) else "disagree" if reached < len(scores) / 2 else "unclear"
-        checks.append(Check(outcome, len(scores) >= MIN_SEEDS,
-                            f"{digits} digits: exact match at step 1000 mean {np.nanmean(scores):.3f} "
-                            f"(min {np.nanmin(scores):.3f}, max {np.nanmax(scores):.3f}); {reached}/{len(scores)} seeds reach 1.00"))
+        check = share_check(reached, len(scores), f"{digits} digits: exact match 1.00 at step 1000")
+        check.evidence += f"; exact match at step 1000 mean {np.nanmean(scores):.3f} (min {np.nanmin(scores):.3f}, max {np.nanmax(scores):.3f})"
+        checks.append(check)
     return _finish(result, checks)
 
 
@@ -217,10 +282,10 @@ def _gap_trend(history: pd.DataFrame, trials: pd.DataFrame, lengths: list, one: 
     for digits in lengths:
         a, b = (_setting(trials, digits=digits, layers=2, lr=0.001, cell=c) for c in (one, other))
         if len(a) and len(b):
-            ma, mb = np.median(steps_to_solve(a)), np.median(steps_to_solve(b))
+            ma, mb = np.median(steps_to_solve(a, history)), np.median(steps_to_solve(b, history))
             gaps.append((digits, abs(ma - mb) if np.isfinite(ma) and np.isfinite(mb) else np.inf))
     shown = ", ".join(f"{d} digits {_fmt(g, STEPS_TO_SOLVE) if np.isfinite(g) else 'n/a (unsolved)'}" for d, g in gaps)
-    return f"{one}-{other} gap in median steps to solve: {shown or 'n/a'} (point estimates, not part of the verdict)"
+    return f"{one}-{other} gap in median sustained steps to solve: {shown or 'n/a'} (point estimates, not part of the verdict)"
 
 
 def check_c5(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
@@ -246,19 +311,21 @@ def check_c5(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
 def check_c6(history: pd.DataFrame, trials: pd.DataFrame, cell: str = "RNN", layers: int = 2, lr: float = 0.01) -> ClaimResult:
     held = dict(cell=cell, layers=layers, lr=lr)
     claim = _claim_id("C6", dict(cell="RNN", layers=2, lr=0.01), held)
-    result = ClaimResult(claim, f"{_where(**held)} trains well (every seed solves within max_steps) at every length")
+    result = ClaimResult(claim, f"{_where(**held)} trains well (a typical seed solves within max_steps) at every length")
     checks = []
     for digits in varied(trials, "digits"):
         group = _setting(trials, digits=digits, **held)
         if group.empty:
             result.untested.append(f"{digits} digits: no {_where(**held)} trial")
             continue
-        solve = steps_to_solve(group)
+        solve = steps_to_solve(group, history)
         solved = int(np.isfinite(solve).sum())
-        outcome = "agree" if solved == len(solve) else "disagree" if solved < len(solve) / 2 else "unclear"
-        checks.append(Check(outcome, len(solve) >= MIN_SEEDS, f"{digits} digits: {solved}/{len(solve)} seeds solve, "
-                            f"median steps to solve {_fmt(float(np.median(solve)), STEPS_TO_SOLVE)} "
-                            f"(max_steps {int(group['max_steps'].max())})"))
+        lost = len(regressions(history, group))
+        check = share_check(solved, len(solve), f"{digits} digits: solved (3 evaluations in a row) within max_steps "
+                                                 f"{int(group['max_steps'].max())}")
+        check.evidence += f", median steps to solve {_fmt(float(np.median(solve)), STEPS_TO_SOLVE)}"
+        check.evidence += f"; {lost} solved then lost by the end" if lost else ""
+        checks.append(check)
     return _finish(result, checks)
 
 
@@ -278,7 +345,8 @@ def check_claims(history: pd.DataFrame, trials: pd.DataFrame) -> list[ClaimResul
 
 def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
     """One row per claim: what the table in report.md and FINDINGS.md shows."""
-    return pd.DataFrame([dict(claim=r.claim, statement=r.statement, verdict=r.verdict, evidence="; ".join(r.evidence),
+    return pd.DataFrame([dict(claim=r.claim, statement=r.statement, verdict=r.verdict, loss_verdict=r.loss_verdict,
+                              measures_disagree=r.measures_disagree, evidence="; ".join(r.evidence),
                               untested="; ".join(r.untested)) for r in results])
 
 
@@ -297,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"experiment: {experiment.path}\n{MEASURE}")
     for r in check_claims(experiment.history, experiment.trials):
-        print(f"\n{r.claim} [{r.verdict}] {r.statement}")
+        print(f"\n{r.claim} [steps: {r.verdict}; loss: {r.loss_verdict}] {r.statement}")
         for line in r.evidence + [f"untested: {u}" for u in r.untested]:
             print(f"  - {line}")
     return 0

@@ -4,15 +4,18 @@ that never solve, and how far each trained adder generalises. Pure extraction; d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from tune_adder import generalisation
 from tune_adder.metrics import CARRY_CHAIN_METRIC, PROBE_COLUMNS, PROBE_KINDS, PROBE_LADDER
 
 from analysis.claims import UNFINISHED, ClaimResult, check_c2, check_c3, check_c4, check_c6
-from analysis.extract import varied
-from analysis.stats import share_band, steps_to_solve
+from analysis.extract import select, series_label, varied
+from analysis.stats import LOSS_AREA, N_RESAMPLES, RNG_SEED, STEPS_TO_SOLVE, holm, loss_areas, share_band, steps_to_solve
 
 FACTORS = ("cell", "lr", "layers")  # what a crossed grid crosses at every digit length
 REACH_COLUMNS = ("cell", "digits", "lr", "layers", "kind", "median_reach", "min_reach", "max_reach",
@@ -149,3 +152,135 @@ def effects_tables(trials: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     alone = alone[["factor", *[c for c in alone.columns if c != "factor"]]]
     return [("One factor at a time", alone)] + [(f"cell x {f}", factor_effects(trials, ("cell", f)))
                                                  for f in ("lr", "layers", "digits")]
+
+
+# The seed's claims about one factor, tested as a whole over a crossed grid: each says `a` converges faster than `b`
+# for every listed pair, in every stratum (a combination of the other factors), on the lengths given.
+@dataclass(frozen=True)
+class FactorClaim:
+    claim: str
+    statement: str
+    factor: str
+    pairs: tuple[tuple, ...]  # (a, b): a is claimed faster than b
+    lengths: tuple[int, ...] | None = None  # None: every length
+
+
+FACTOR_CLAIMS = (
+    FactorClaim("C2", "the longer the numbers, the slower the convergence", "digits", ((10, 20), (20, 50), (50, 100))),
+    FactorClaim("C3", "lr 0.01 and 0.1 converge faster than 0.001 (10/20/50 digits)", "lr", ((0.01, 0.001), (0.1, 0.001)), (10, 20, 50)),
+    FactorClaim("C4 10/20", "at 10/20 digits, more layers converge faster", "layers", ((2, 1), (3, 2), (4, 3)), (10, 20)),
+    FactorClaim("C4 50/100", "at 50/100 digits, 2 layers converge fastest", "layers", ((2, 1), (2, 3), (2, 4)), (50, 100)),
+    FactorClaim("C5 10", "at 10 digits RNN converges faster than LSTM, LSTM faster than GRU", "cell", (("RNN", "LSTM"), ("LSTM", "GRU")), (10,)),
+    FactorClaim("C5 20+", "at 20/50/100 digits RNN converges faster than GRU, GRU faster than LSTM", "cell",
+                (("RNN", "GRU"), ("GRU", "LSTM")), (20, 50, 100)),
+)
+POOLED_COLUMNS = ("claim", "statement", "measure", "pair", "strata", "claimed_way", "against", "ties", "median_difference",
+                  "low", "high", "p", "p_holm", "verdict", "flips")  # fmt: skip
+
+
+def _stratum_label(key: dict) -> str:
+    return ", ".join(series_label(k, v) if k != "cell" else str(v) for k, v in key.items())
+
+
+def _pair_differences(history: pd.DataFrame, trials: pd.DataFrame, spec: FactorClaim, a, b, measure: str) -> pd.DataFrame:
+    """Per stratum of the other factors: median over seeds of the measure at a minus that at b (lower = faster)."""
+    others = [f for f in ("digits", *FACTORS) if f != spec.factor]
+    rows = []
+    for key, group in trials.groupby(others, sort=True):
+        at_a, at_b = select(group, {spec.factor: a}), select(group, {spec.factor: b})
+        if at_a.empty or at_b.empty:
+            continue
+        if measure == STEPS_TO_SOLVE:
+            va, vb = steps_to_solve(at_a, history, censor=True), steps_to_solve(at_b, history, censor=True)
+        else:
+            va, vb = loss_areas(history, at_a, at_b)
+        rows.append(dict(stratum=_stratum_label(dict(zip(others, key))), d=float(np.median(va) - np.median(vb))))
+    return pd.DataFrame(rows, columns=["stratum", "d"])
+
+
+def pooled_claims(history: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Each factor claim as a whole: per pair and measure, a Wilcoxon signed-rank test over strata of the difference in
+    medians (two-sided, exact where scipy can), the median difference with a bootstrap 95% interval over strata, and the
+    strata where it goes against the claim; the claim's verdict per measure from its pairs, Holm-corrected."""
+    from analysis.claims import Outcome, verdict  # the same verdict rules as the one-stratum claims
+
+    finished = trials[~trials["stop_reason"].isin(UNFINISHED)]
+    rows = []
+    for spec in FACTOR_CLAIMS:
+        subset = finished if spec.lengths is None else finished[finished["digits"].isin(spec.lengths)]
+        for measure in (STEPS_TO_SOLVE, LOSS_AREA):
+            claim_rows = []
+            for a, b in spec.pairs:
+                diffs = _pair_differences(history, subset, spec, a, b, measure)
+                d = diffs["d"].to_numpy(dtype=float)
+                d = d[np.isfinite(d)]
+                nonzero = d[d != 0]
+                if len(nonzero) == 0:
+                    continue
+                test = sps.wilcoxon(nonzero, alternative="two-sided")
+                low = high = float(np.median(d))
+                if len(d) > 1 and np.ptp(d) > 0:
+                    ci = sps.bootstrap((np.sort(d),), np.median, n_resamples=N_RESAMPLES, method="percentile",
+                                       rng=np.random.default_rng(RNG_SEED)).confidence_interval
+                    low, high = float(ci.low), float(ci.high)
+                against = diffs[diffs["d"] > 0]
+                claim_rows.append(dict(
+                    claim=spec.claim, statement=spec.statement, measure=measure,
+                    pair=f"{series_label(spec.factor, a)} vs {series_label(spec.factor, b)}", strata=len(d),
+                    claimed_way=int((d < 0).sum()), against=int((d > 0).sum()), ties=int((d == 0).sum()),
+                    median_difference=float(np.median(d)), low=low, high=high, p=float(test.pvalue),
+                    flips="; ".join(against["stratum"]), _way=float(np.median(nonzero)) < 0 if np.median(nonzero) != 0 else None,
+                    _min_p=min(1.0, 2 * 0.5 ** len(nonzero))))
+            if not claim_rows:
+                continue
+            adjusted = holm([r["p"] for r in claim_rows])
+            outcomes = [Outcome(r["p"], r["_way"], r["_min_p"], True) for r in claim_rows]
+            answer = verdict(outcomes)
+            for r, p in zip(claim_rows, adjusted):
+                r.update(p_holm=float(p), verdict=answer)
+            rows += claim_rows
+    return pd.DataFrame(rows, columns=list(POOLED_COLUMNS))
+
+
+# The reach figure's ladder: exact at the trained length, then at each probed length. A rung counts only when every
+# shorter one passed too, so a share can only fall along it.
+REACH_RUNGS = ("trained", *(str(n) for n in PROBE_LADDER))
+TRAINED_EXACT = {"uniform": "final_val_exact_match", "carry_chain": f"final_{CARRY_CHAIN_METRIC}"}
+SHARE_COLUMNS = ("cell", "layers", "kind", "rung", "hits", "n", "share", "low", "high", "never_solved", "adders")
+
+
+def exact_interval(hits: int, n: int) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) 95% interval of a share hits / n; NaN for a share of nothing."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return float("nan"), float("nan")
+    ci = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def reach_shares(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per cell, depth, probe kind and rung of REACH_RUNGS, pooled over lr and trained length: how many of the adders
+    that solved their own length (some evaluation with val exact match 1.0) are exact (>= PASS_EXACT_MATCH) at that
+    rung and at every shorter one. The trained rung is the last evaluation's exact match at the trained length
+    (held-out uniform sums, or the evaluation's carry chains); the probed rungs pass as generalisation.reach passes
+    them. Adders that never solved their own length are not in `n`: they are counted in `never_solved` (of `adders`).
+    Finished, probed trials only. Interval: exact Clopper-Pearson 95% over the `n` adders as independent."""
+    finished = trials[~trials["stop_reason"].isin(UNFINISHED)]
+    probed = finished[finished[list(PROBE_COLUMNS[:-2])].notna().all(axis=1)]
+    rows = []
+    for (cell, layers), group in probed.groupby(["cell", "layers"], sort=True):
+        solved = group[group["steps_to_solve"].notna()]
+        never = len(group) - len(solved)
+        for kind in PROBE_KINDS:
+            # trained_digits=0: the reach is then the longest probed rung of the unbroken run of passes, 0 for none
+            ladder = np.array([generalisation.reach(row, 0, kinds=(kind,)) for row in solved.to_dict("records")], dtype=float)
+            at_trained = solved[TRAINED_EXACT[kind]].astype(float).fillna(0.0).to_numpy() >= generalisation.PASS_EXACT_MATCH
+            for rung in REACH_RUNGS:
+                passed = at_trained if rung == "trained" else at_trained & (ladder >= int(rung))
+                hits, n = int(passed.sum()), len(solved)
+                low, high = exact_interval(hits, n)
+                rows.append(dict(cell=cell, layers=layers, kind=kind, rung=rung, hits=hits, n=n,
+                                 share=hits / n if n else float("nan"), low=low, high=high, never_solved=never,
+                                 adders=len(group)))
+    return pd.DataFrame(rows, columns=list(SHARE_COLUMNS))

@@ -1,96 +1,194 @@
-"""Seeded bootstrap bands over seeds and the one "converges faster" measure used everywhere.
+"""The study's statistics: per-trial measures, a rank test between two settings, intervals that say what they are.
 
-Converges faster = fewer steps to solve (first evaluated step with val exact match 1.0; a seed that
-never solves counts as +inf). When neither of two settings is solved by most of its seeds, the
-fallback is the area under the log10 train-loss curve (its mean over the steps both trained): lower is faster.
+Two measures of "converges faster", both lower = faster, reported side by side:
+- steps to solve, sustained: the first of SOLVED_PATIENCE evaluations in a row with val exact match 1.0 (the
+  trainer's --stop-when-solved rule); a seed that never gets there is censored at max_steps + eval_every;
+- the loss: mean log10 train loss over the steps every compared trial trained (the area under the log curve).
+A comparison of two settings is a two-sided exact permutation test (scipy.stats.permutation_test, every split of
+the pooled seeds when there are at most PERMUTATIONS of them) of the difference in mean ranks, so ties, censored
+and infinite values are handled and the answer cannot depend on which run carries which seed label; its effect
+is the difference of medians with a bootstrap interval that resamples each setting's seeds on its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import comb
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
-from tune_adder.metrics import STEP, TRIAL_ID
+from tune_adder.metrics import METRIC, SOLVED_PATIENCE, STEP, TRIAL_ID
 
-MIN_SEEDS = 3  # fewer seeds than this: min-max bands and "suggested" verdicts only
-N_BOOT = 2000
-BOOT_SEED = 0  # every bootstrap restarts from this seed, so results do not depend on call order
+MIN_SEEDS = 3  # fewer seeds than this: point estimates only ("suggested")
+ALPHA = 0.05  # two-sided, after Holm's correction within a claim
+N_RESAMPLES = 9999  # bootstrap resamples
+PERMUTATIONS = 20000  # a permutation test enumerates every split up to this many (8 vs 8 seeds: 12,870), else samples
+RNG_SEED = 0
+N_BOOT, BOOT_SEED = N_RESAMPLES, RNG_SEED  # the names the figures' bootstraps use
 CONFIDENCE = 0.95
 STEPS_TO_SOLVE = "steps to solve"
 LOSS_AREA = "mean log10 train loss"
-
-
-def _resample(values: np.ndarray, stat) -> np.ndarray:
-    rng = np.random.default_rng(BOOT_SEED)
-    idx = rng.integers(0, len(values), size=(N_BOOT, len(values)))
-    return stat(values[idx], axis=1)
+MEASURES = (STEPS_TO_SOLVE, LOSS_AREA)
+RANGE, BOOTSTRAP = "range", "bootstrap95"  # what an interval is: the min..max of the values, or a bootstrap 95 %
 
 
 def band(values, stat=np.mean) -> tuple[float, float, float, str]:
-    """(statistic, low, high, kind): a bootstrap 95% interval from MIN_SEEDS values up, min-max below."""
-    values = np.asarray(values, dtype=float)
+    """(statistic, low, high, kind): a bootstrap 95% interval of the statistic from more than MIN_SEEDS values, the
+    range (min..max) of the values up to MIN_SEEDS (a bootstrap of 3 values is their range, so it is called that)."""
+    values = np.sort(np.asarray(values, dtype=float))  # sorted: the interval cannot depend on the order of the seeds
     centre = float(stat(values))
-    if len(values) >= MIN_SEEDS:
-        boot = _resample(values, stat)
-        tail = (1 - CONFIDENCE) / 2
-        # "lower"/"higher" never interpolate, so an infinite (unsolved) median stays infinite, not nan.
-        low = float(np.quantile(boot, tail, method="lower"))
-        high = float(np.quantile(boot, 1 - tail, method="higher"))
-        return centre, low, high, "bootstrap95"
-    return centre, float(values.min()), float(values.max()), "min-max"
+    if len(values) <= MIN_SEEDS or np.all(values == values[0]) or not np.all(np.isfinite(values)):
+        return centre, float(values.min()), float(values.max()), RANGE
+    res = sps.bootstrap((values,), lambda x, axis: stat(x, axis=axis), n_resamples=N_RESAMPLES, method="percentile",
+                        confidence_level=CONFIDENCE, rng=np.random.default_rng(RNG_SEED))
+    return centre, float(res.confidence_interval.low), float(res.confidence_interval.high), BOOTSTRAP
+
+
+def min_p_value(n_a: int, n_b: int) -> float:
+    """The smallest two-sided p-value rank_test can give for n_a vs n_b values: 2 / C(n_a+n_b, n_a) when it enumerates
+    every split (3 vs 3: 0.1, so no 3-seed comparison can be significant at 0.05; 5 vs 5: 0.0079; 8 vs 8: 0.00016), else
+    the Monte Carlo floor 2 / (PERMUTATIONS + 1) (10 vs 10: 0.0001)."""
+    if not (n_a and n_b):
+        return 1.0
+    splits = comb(n_a + n_b, n_a)
+    return min(1.0, 2.0 / splits if splits <= PERMUTATIONS else 2.0 / (PERMUTATIONS + 1))
+
+
+def _mean_rank_difference(x, y, axis=-1):
+    ranks = sps.rankdata(np.concatenate([x, y], axis=axis), axis=axis)
+    n = x.shape[axis]
+    return np.take(ranks, range(n), axis=axis).mean(axis=axis) - np.take(ranks, range(n, ranks.shape[axis]), axis=axis).mean(axis=axis)
+
+
+def rank_test(a, b) -> tuple[float, float]:
+    """(p, statistic): two-sided permutation test of mean rank of a minus mean rank of b (negative: a lower)."""
+    a, b = np.sort(np.asarray(a, dtype=float)), np.sort(np.asarray(b, dtype=float))
+    if min(len(a), len(b)) < 2:  # no test with one value a side: p 1, the direction by the point estimates
+        return 1.0, float(np.sign(np.median(a) - np.median(b))) if len(a) and len(b) else 0.0
+    res = sps.permutation_test((a, b), _mean_rank_difference, permutation_type="independent", vectorized=True,
+                               n_resamples=PERMUTATIONS, alternative="two-sided", rng=np.random.default_rng(RNG_SEED))
+    return float(min(1.0, res.pvalue)), float(res.statistic)
+
+
+def median_difference(a, b) -> tuple[float, float, float]:
+    """median(a) - median(b) and a 95% bootstrap interval that resamples a and b independently (percentile)."""
+    a, b = np.sort(np.asarray(a, dtype=float)), np.sort(np.asarray(b, dtype=float))
+    diff = float(np.median(a) - np.median(b))
+    if min(len(a), len(b)) < 2 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))) or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return diff, diff, diff
+    res = sps.bootstrap((a, b), lambda x, y, axis: np.median(x, axis=axis) - np.median(y, axis=axis), n_resamples=N_RESAMPLES,
+                        method="percentile", confidence_level=CONFIDENCE, rng=np.random.default_rng(RNG_SEED))
+    return diff, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Is setting a faster than setting b? Medians over seeds of one measure, lower = faster."""
+    """Setting a against setting b on one measure (lower = faster): medians, ranges, the test and the difference."""
 
     measure: str
-    a: tuple[float, float, float]  # median, low, high
+    a: tuple[float, float, float]  # median, min, max over seeds
     b: tuple[float, float, float]
     n_a: int
     n_b: int
-    p_a_faster: float  # share of bootstrap resamples where a's median is below b's (point estimate below MIN_SEEDS)
-    p_b_faster: float
+    p: float  # two-sided exact (or Monte Carlo) permutation p-value of the rank difference
+    statistic: float  # mean rank of a minus mean rank of b: < 0 when a is lower (faster)
+    difference: tuple[float, float, float]  # median a - median b, bootstrap 95% low, high
+    min_p: float  # the smallest p this many seeds could give
 
     @property
     def enough_seeds(self) -> bool:
         return min(self.n_a, self.n_b) >= MIN_SEEDS
 
     @property
-    def winner(self) -> str | None:
-        """'a' or 'b' when one is faster in 97.5% of resamples (or by point estimate with few seeds)."""
-        threshold = 1 - (1 - CONFIDENCE) / 2 if self.enough_seeds else 0.5
-        if self.p_a_faster > threshold:
-            return "a"
-        if self.p_b_faster > threshold:
-            return "b"
-        return None
+    def lower(self) -> str | None:
+        """'a' or 'b': the side with the lower mean rank (the direction, not a verdict)."""
+        return "a" if self.statistic < 0 else "b" if self.statistic > 0 else None
 
 
 def compare(a, b, measure: str) -> Comparison:
-    """Bootstrap the seeds of a and b independently and count how often each median is lower."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    ba, bb = band(a, np.median), band(b, np.median)
-    if min(len(a), len(b)) >= MIN_SEEDS:
-        ma, mb = _resample(a, np.median), _resample(b, np.median)
-        p_a, p_b = float(np.mean(ma < mb)), float(np.mean(mb < ma))
+    p, statistic = rank_test(a, b)
+    spread = lambda x: (float(np.median(x)), float(np.min(x)), float(np.max(x)))  # noqa: E731
+    return Comparison(measure, spread(a), spread(b), len(a), len(b), p, statistic, median_difference(a, b),
+                      min_p_value(len(a), len(b)))
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (controls the chance of any false rejection)."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]))
+    out = np.empty_like(p)
+    out[order] = adjusted
+    return out
+
+
+def share_interval(hits: int, n: int) -> tuple[float, float, float]:
+    """(share, low, high): hits of n with the exact (Clopper-Pearson) 95% interval; NaN for n = 0."""
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    ci = sps.binomtest(int(hits), int(n)).proportion_ci(confidence_level=CONFIDENCE, method="exact")
+    return hits / n, float(ci.low), float(ci.high)
+
+
+def solved_streak_start(exact_match) -> float:
+    """The first step of the first SOLVED_PATIENCE evaluations in a row at exact match 1.0 (inf if none), given a
+    trial's (step, exact match) pairs in step order."""
+    streak_start, streak = np.inf, 0
+    for step, value in exact_match:
+        if value == 1.0:
+            streak_start = step if streak == 0 else streak_start
+            streak += 1
+            if streak == SOLVED_PATIENCE:
+                return float(streak_start)
+        else:
+            streak = 0
+    return np.inf
+
+
+def sustained_solve(history: pd.DataFrame) -> pd.Series:
+    """Per trial id, the sustained steps to solve (solved_streak_start of its evaluations)."""
+    ordered = history.sort_values([TRIAL_ID, STEP], kind="stable")
+    return ordered.groupby(TRIAL_ID, sort=False).apply(
+        lambda g: solved_streak_start(zip(g[STEP].to_numpy(), g[METRIC].to_numpy())), include_groups=False)
+
+
+def steps_to_solve(trials: pd.DataFrame, history: pd.DataFrame | None = None, censor: bool = False) -> np.ndarray:
+    """Per trial: sustained steps to solve (from `history`) or, without it, the first touch of 1.0 (the trials frame's
+    steps_to_solve); never solved is +inf, or with `censor` max_steps + the evaluation interval (a finite value that
+    ranks after every solve, for intervals of differences)."""
+    if history is not None:
+        values = sustained_solve(history[history[TRIAL_ID].isin(trials[TRIAL_ID])]).reindex(trials[TRIAL_ID]).to_numpy(dtype=float)
+        values = np.where(np.isnan(values), np.inf, values)
     else:
-        p_a, p_b = float(ba[0] < bb[0]), float(bb[0] < ba[0])
-    return Comparison(measure, ba[:3], bb[:3], len(a), len(b), p_a, p_b)
+        values = trials["steps_to_solve"].astype(float).fillna(np.inf).to_numpy()
+    if censor:
+        cap = trials["max_steps"].astype(float).to_numpy() + _eval_every(history)
+        values = np.where(np.isfinite(values), values, cap)
+    return values
 
 
-def steps_to_solve(trials: pd.DataFrame) -> np.ndarray:
-    """Per trial, steps to solve with unsolved (never reached exact match 1.0) as +inf."""
-    return trials["steps_to_solve"].astype(float).fillna(np.inf).to_numpy()
+def _eval_every(history: pd.DataFrame | None) -> float:
+    if history is None or history.empty:
+        return 0.0
+    gaps = history.sort_values([TRIAL_ID, STEP]).groupby(TRIAL_ID)[STEP].diff().dropna()
+    return float(gaps.median()) if len(gaps) else 0.0
+
+
+def regressions(history: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials that were solved (sustained) and ended below exact match 1.0: solved, then lost."""
+    solved = np.isfinite(steps_to_solve(trials, history))
+    lost = trials["final_val_exact_match"].astype(float).to_numpy() < 1.0
+    return trials[solved & lost]
 
 
 def loss_area(history: pd.DataFrame, trial_ids, horizon: float) -> np.ndarray:
     """Per trial, mean log10 train loss over steps <= horizon (trapezoid); a diverged curve counts +inf."""
     out = []
     for trial_id in trial_ids:
-        curve = history[history[TRIAL_ID] == trial_id]
+        curve = history[history[TRIAL_ID] == trial_id].sort_values(STEP)  # never trust the frame's row order
         curve = curve[curve[STEP] <= horizon]
         loss = curve["train_loss"].to_numpy(dtype=float)
         steps = curve[STEP].to_numpy(dtype=float)
@@ -110,12 +208,10 @@ def loss_areas(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame) -> tuple
     return loss_area(history, a[TRIAL_ID], horizon), loss_area(history, b[TRIAL_ID], horizon)
 
 
-def converges_faster(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame) -> Comparison:
-    """Compare the trials of two settings with the module's measure and its fallback."""
-    solve_a, solve_b = steps_to_solve(a), steps_to_solve(b)
-    if np.isfinite(np.median(solve_a)) or np.isfinite(np.median(solve_b)):
-        return compare(solve_a, solve_b, STEPS_TO_SOLVE)
-    return compare(*loss_areas(history, a, b), LOSS_AREA)
+def converges_faster(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Comparison]:
+    """Both measures for the trials of two settings: {STEPS_TO_SOLVE: ..., LOSS_AREA: ...}."""
+    return {STEPS_TO_SOLVE: compare(steps_to_solve(a, history, censor=True), steps_to_solve(b, history, censor=True), STEPS_TO_SOLVE),
+            LOSS_AREA: compare(*loss_areas(history, a, b), LOSS_AREA)}
 
 
 def share_band(hits, counts) -> tuple[float, float, float]:
@@ -125,10 +221,9 @@ def share_band(hits, counts) -> tuple[float, float, float]:
     if pairs[:, 1].sum() == 0:
         return float("nan"), float("nan"), float("nan")
     share = float(pairs[:, 0].sum() / pairs[:, 1].sum())
-    if len(pairs) < 2:
+    if len(pairs) < 2 or np.all(pairs[:, 0] * pairs[0, 1] == pairs[0, 0] * pairs[:, 1]):
         return share, share, share
-    with np.errstate(invalid="ignore"):
-        boot = _resample(pairs, lambda x, axis: x[..., 0].sum(axis=axis) / x[..., 1].sum(axis=axis))
-    boot = boot[np.isfinite(boot)]
-    tail = (1 - CONFIDENCE) / 2
-    return share, float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))
+    pairs = pairs[np.lexsort(pairs.T[::-1])]  # a canonical order: the interval cannot depend on the clusters' order
+    res = sps.bootstrap((np.arange(len(pairs)),), lambda i, axis: pairs[i, 0].sum(axis=axis) / np.maximum(pairs[i, 1].sum(axis=axis), 1e-300),
+                        n_resamples=N_RESAMPLES, method="percentile", confidence_level=CONFIDENCE, rng=np.random.default_rng(RNG_SEED))
+    return share, float(res.confidence_interval.low), float(res.confidence_interval.high)

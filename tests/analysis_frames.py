@@ -75,9 +75,10 @@ def write_experiment(folder: Path, specs: list[dict], settings: dict | None = No
     return folder
 
 
-def grid(solve_at, seeds=(0, 1, 2), **axes) -> list[dict]:
+def grid(solve_at, seeds=(0, 1, 2), eval_every: int = 100, **axes) -> list[dict]:
     """Full factorial over `axes` (name -> values) and seeds; solve_at(config) -> step or None."""
     specs = [{}]
     for name, values in axes.items():
         specs = [{**s, name: v} for s in specs for v in values]
-    return [trial(solve_at=solve_at({**BASE_CONFIG, **s, "seed": seed}), seed=seed, **s) for s in specs for seed in seeds]
+    return [trial(solve_at=solve_at({**BASE_CONFIG, **s, "seed": seed}), seed=seed, eval_every=eval_every, **s)
+            for s in specs for seed in seeds]
