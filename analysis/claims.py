@@ -52,6 +52,7 @@ class Check:
 
     outcomes: dict[str, Outcome]
     evidence: str
+    settings: tuple[tuple, ...] = ()  # the (digits, lr, layers, cell) of each setting it looked at: what more seeds would run
 
 
 @dataclass
@@ -61,6 +62,7 @@ class ClaimResult:
     verdicts: dict[str, str] = field(default_factory=lambda: {m: "not testable" for m in MEASURES})
     evidence: list[str] = field(default_factory=list)
     untested: list[str] = field(default_factory=list)  # parts of the claim this sweep cannot test
+    checks: list[Check] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -138,16 +140,24 @@ def faster(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, label_a: str
     lost_a, lost_b = len(regressions(history, a)), len(regressions(history, b))
     if lost_a or lost_b:
         evidence += f"; regressions (solved, then lost by the end): {label_a} {lost_a}/{len(a)}, {label_b} {lost_b}/{len(b)}"
-    return Check(outcomes, evidence)
+    return Check(outcomes, evidence, (setting_key(a), setting_key(b)))
 
 
-def share_check(hits: int, n: int, label: str) -> Check:
+SETTING_KEY = ("digits", "lr", "layers", "cell")
+
+
+def setting_key(trials: pd.DataFrame) -> tuple:
+    """(digits, lr, layers, cell) of a group of trials of one setting (the first row's)."""
+    return tuple(trials.iloc[0][list(SETTING_KEY)]) if len(trials) else ()
+
+
+def share_check(hits: int, n: int, label: str, settings: tuple[tuple, ...] = ()) -> Check:
     """A claim that a typical run gets there: the share of seeds that do, tested against one half (exact binomial)."""
     share, low, high = share_interval(hits, n)
     p = float(sps.binomtest(hits, n, 0.5).pvalue) if n else 1.0
     outcome = Outcome(p, None if hits * 2 == n else hits * 2 > n, min(1.0, 2 * 0.5**n) if n else 1.0, n >= MIN_SEEDS)
     return Check({STEPS_TO_SOLVE: outcome}, f"{label}: {hits}/{n} seeds ({share:.0%}, exact 95% {low:.0%}-{high:.0%}; "
-                                            f"binomial test against one half p={p:.3g})")
+                                            f"binomial test against one half p={p:.3g})", settings)
 
 
 def _present(trials: pd.DataFrame, column: str, wanted) -> tuple[list, list]:
@@ -157,6 +167,7 @@ def _present(trials: pd.DataFrame, column: str, wanted) -> tuple[list, list]:
 
 
 def _finish(result: ClaimResult, checks: list[Check]) -> ClaimResult:
+    result.checks = checks
     for measure in MEASURES:
         outcomes = [c.outcomes[measure] for c in checks if measure in c.outcomes]
         result.verdicts[measure] = verdict(outcomes) if outcomes or not checks else NOT_APPLICABLE
@@ -197,7 +208,7 @@ def check_c1(history: pd.DataFrame, trials: pd.DataFrame) -> ClaimResult:
             continue
         scores = np.array([_exact_match_by(history, t, 1000) for _, t in group.iterrows()])
         reached = int((scores >= REPORT_ACCURACY).sum())
-        check = share_check(reached, len(scores), f"{digits} digits: exact match 1.00 at step 1000")
+        check = share_check(reached, len(scores), f"{digits} digits: exact match 1.00 at step 1000", (setting_key(group),))
         check.evidence += f"; exact match at step 1000 mean {np.nanmean(scores):.3f} (min {np.nanmin(scores):.3f}, max {np.nanmax(scores):.3f})"
         checks.append(check)
     return _finish(result, checks)
@@ -322,7 +333,7 @@ def check_c6(history: pd.DataFrame, trials: pd.DataFrame, cell: str = "RNN", lay
         solved = int(np.isfinite(solve).sum())
         lost = len(regressions(history, group))
         check = share_check(solved, len(solve), f"{digits} digits: solved (3 evaluations in a row) within max_steps "
-                                                 f"{int(group['max_steps'].max())}")
+                                                 f"{int(group['max_steps'].max())}", (setting_key(group),))
         check.evidence += f", median steps to solve {_fmt(float(np.median(solve)), STEPS_TO_SOLVE)}"
         check.evidence += f"; {lost} solved then lost by the end" if lost else ""
         checks.append(check)

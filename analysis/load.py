@@ -113,3 +113,43 @@ def load_experiment(path: Path) -> Experiment:
     if running:
         notes.append(f"{running} of {len(trials)} trials still running (stop_reason running): their curves end where they are now")
     return Experiment(path, history, trials, _read_settings(path / SETTINGS_FILE, notes), notes)
+
+
+RUN_KEY = [c for c in ("digits", "lr", "layers", "cell", "hidden", "embed_dim", "batch_size", "base", "seed")]
+
+
+def load_study(paths: list[Path]) -> Experiment:
+    """Several experiment folders read as one study (e.g. data/full-seeds3 and the extra seeds run later with
+    --first-seed): the frames concatenated, each run (config and seed) once. A run found in two folders is kept from
+    the first folder named and the repeat is noted (a replay's copies, or the same seed trained twice, never count
+    twice); trial ids that two folders share are prefixed by the folder's position so their curves stay apart."""
+    if len(paths) == 1:
+        return load_experiment(paths[0])
+    parts = [load_experiment(p) for p in paths]
+    notes = [f"{p.path}: {n}" for p in parts for n in p.notes]
+    seen: set[tuple] = set()
+    used_ids: set[str] = set()
+    histories, trial_frames, folders = [], [], []
+    for position, part in enumerate(parts):
+        keys = [tuple(row) for row in part.trials[RUN_KEY].itertuples(index=False)]
+        keep = [k not in seen for k in keys]
+        repeats = len(keys) - sum(keep)
+        if repeats:
+            notes.append(f"{part.path}: {repeats} runs already in an earlier folder (same config and seed) left out")
+        trials = part.trials[keep]
+        seen.update(k for k, kept in zip(keys, keep) if kept)
+        history = part.history[part.history[TRIAL_ID].isin(trials[TRIAL_ID])]
+        if used_ids & set(trials[TRIAL_ID]):
+            prefix = f"s{position}:"
+            trials = trials.assign(**{TRIAL_ID: prefix + trials[TRIAL_ID].astype(str)})
+            history = history.assign(**{TRIAL_ID: prefix + history[TRIAL_ID].astype(str)})
+        used_ids.update(trials[TRIAL_ID])
+        histories.append(history)
+        trial_frames.append(trials)
+        folders.append({"path": str(part.path), "runs": int(len(trials)), "command": part.settings.get("command"),
+                        "seed_values": part.settings.get("seed_values")})
+    settings = dict(parts[0].settings)
+    settings.update(merged_from=folders, num_trials=int(sum(len(t) for t in trial_frames)),
+                    seeds=f"{trial_frames[0]['seed'].nunique()}+ (per config: see the claims' n)")
+    history = pd.concat(histories, ignore_index=True).sort_values([TRIAL_ID, STEP], kind="stable").reset_index(drop=True)
+    return Experiment(parts[0].path, history, pd.concat(trial_frames, ignore_index=True), settings, notes)

@@ -18,11 +18,15 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import crossed, draw  # noqa: E402
+from analysis import crossed, draw, importance  # noqa: E402
 from analysis.claims import check_claims, claims_frame  # noqa: E402
-from analysis.extract import Slice, curves, solve_heatmap, varied  # noqa: E402
-from analysis.load import DEFAULT_STORAGE, InputError, latest_experiment, load_experiment  # noqa: E402
-from analysis.report import FigureEntry, crossed_section, render  # noqa: E402
+from analysis.extract import UNFINISHED, Slice, cell_differences, curves, is_geometric, solve_heatmap, varied  # noqa: E402
+from analysis.load import DEFAULT_STORAGE, InputError, latest_experiment, load_study  # noqa: E402
+from analysis import design  # noqa: E402
+from analysis.report import (  # noqa: E402
+    FigureEntry, crossed_section, generalisation_section, more_seeds_section, pooled_section, regressions_section, render,
+)
+from analysis.stats import regressions  # noqa: E402
 from tune_adder.paths import check_can_write_under  # noqa: E402
 
 METRICS = ("train_loss", "val_loss", "val_exact_match")
@@ -40,8 +44,8 @@ CURVE_FIGURES = (
     CurveFigure("fig3_digits", "digits", None, "Seed figure 3: digit length"),
     CurveFigure("fig4_lr", "lr", "digits", "Seed figure 4: learning rate"),
     CurveFigure("fig5_layers", "layers", "digits", "Seed figure 5: depth"),
-    CurveFigure("fig8_cell", "cell", "digits", "Seed figure 8: cell type"),
-)
+)  # seed figure 8 (cell type) is drawn as differences between cells: cell_figure
+CELL_FIGURE = "fig8_cell"
 
 
 def _replace_into(path: Path, write) -> None:
@@ -56,9 +60,9 @@ def _replace_into(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def save_figure(fig, frame: pd.DataFrame, out: Path, name: str) -> None:
+def save_figure(fig, frame: pd.DataFrame, out: Path, name: str, dpi: int = 130) -> None:
     for suffix in ("png", "svg"):
-        _replace_into(out / f"{name}.{suffix}", lambda tmp, s=suffix: fig.savefig(tmp, format=s, dpi=130))
+        _replace_into(out / f"{name}.{suffix}", lambda tmp, s=suffix: fig.savefig(tmp, format=s, dpi=dpi))
     _replace_into(out / f"{name}.csv", lambda tmp: frame.to_csv(tmp, index=False))
     plt.close(fig)
 
@@ -71,13 +75,21 @@ def _sentences(notes: list[str]) -> str:
     return "".join(f"{n[0].upper()}{n[1:]}. " for n in notes)
 
 
-def _band_note(frame: pd.DataFrame) -> str:
-    kinds = set(frame.loc[frame["kind"] == "mean", "band"]) - {"none"}
-    if kinds == {"bootstrap95"}:
-        return "line: mean over seeds; band: bootstrap 95% interval of the mean"
-    if kinds:
-        return "line: mean over seeds; band: bootstrap 95% interval (3+ seeds) or min-max (2 seeds)"
-    return "one seed per setting: no band"
+def _band_note(frame: pd.DataFrame, metric: str) -> str:
+    """What the lines and bands of a curve figure are, from the bands its frame actually holds."""
+    means = frame[frame["kind"] == "mean"]
+    mean = "geometric mean (10 to the mean log10)" if is_geometric(metric) else "mean"
+    ranged = sorted(means.loc[means["band"] == "range", "n_seeds"].unique())
+    bands = []
+    if ranged:
+        count = str(ranged[0]) if len(ranged) == 1 else f"{ranged[0]}-{ranged[-1]}"
+        bands.append(f"range of the {count} seeds")
+    if (means["band"] == "bootstrap95").any():
+        of = "geometric mean" if is_geometric(metric) else "mean"
+        bands.append(f"bootstrap 95% interval of the {of}" + (f" ({ranged[-1] + 1}+ seeds)" if ranged else ""))
+    if not bands:
+        return f"thick line: {mean}; one seed per setting: no band"
+    return f"thick line: {mean} over seeds; thin lines: single seeds; band: {' or '.join(bands)}"
 
 
 def curve_figures(experiment, out: Path, metric: str, skipped: list[str]) -> list[FigureEntry]:
@@ -93,12 +105,39 @@ def curve_figures(experiment, out: Path, metric: str, skipped: list[str]) -> lis
             continue
         held = _held(chosen) or "nothing else varied"
         title = f"{spec.title}: {metric.replace('_', ' ')}\nheld fixed: {held}"
-        fig = draw.curve_figure(frame, metric, spec.series, title, _band_note(frame))
+        fig = draw.curve_figure(frame, metric, spec.series, title, _band_note(frame, metric))
         save_figure(fig, frame, out, f"{spec.name}_{metric}")
-        note = (f"Held fixed: {held}. {_band_note(frame).capitalize()}; after a marker the mean is over the seeds "
-                "still training. " + _sentences(chosen.notes))
+        note = (f"Held fixed: {held}. {_band_note(frame, metric).capitalize()}; after a marker the mean is over the "
+                "seeds still training. " + _sentences(chosen.notes))
         entries.append(FigureEntry(f"{spec.name}_{metric}", f"{spec.title}: {metric}", note.strip()))
-    return entries
+    return entries + cell_figure(experiment, out, metric, skipped)
+
+
+def cell_figure(experiment, out: Path, metric: str, skipped: list[str]) -> list[FigureEntry]:
+    """Seed figure 8 as differences between cells: three near-identical curves cannot show which cell is faster."""
+    name = f"{CELL_FIGURE}_{metric}"
+    if len(varied(experiment.trials, "cell")) < 2:
+        skipped.append(f"{CELL_FIGURE}: the sweep did not vary cell (only {varied(experiment.trials, 'cell')})")
+        return []
+    frame, chosen = cell_differences(experiment.history, experiment.trials, metric)
+    if frame.empty:
+        skipped.append(f"{CELL_FIGURE}: no two cells with {metric} data at the held settings")
+        return []
+    held = _held(chosen) or "nothing else varied"
+    measure = f"mean log10 {metric.replace('_', ' ')}" if is_geometric(metric) else f"mean {metric.replace('_', ' ')}"
+    fewest, most = int(frame[["n_a", "n_b"]].min().min()), int(frame[["n_a", "n_b"]].max().max())
+    seeds = str(most) if fewest == most else f"{fewest}-{most}"
+    band = (f"band: 95% percentile bootstrap of the difference, each cell's seeds ({seeds} per cell) resampled "
+            "on their own")
+    if is_geometric(metric):
+        band += "; below zero the first cell's loss is lower (right axis: the ratio of geometric means)"
+    title = f"Seed figure 8: cell type, as differences between cells in {measure}\nheld fixed: {held}"
+    fig = draw.difference_figure(frame, metric, title, f"line: difference in {measure} over seeds; {band}")
+    save_figure(fig, frame, out, name)
+    note = (f"Held fixed: {held}. Each curve: one cell's {measure} over seeds minus another's at each step; {band}. "
+            "An interval that excludes zero separates the cells at that step (one step of many, not corrected "
+            "for looking at all of them). " + _sentences(chosen.notes))
+    return [FigureEntry(name, f"Seed figure 8: cell type, differences: {metric}", note.strip())]
 
 
 def heatmap_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntry]:
@@ -111,34 +150,76 @@ def heatmap_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntr
         skipped.append("heatmap_steps_to_solve: no finished trial yet (" + "; ".join(chosen.notes) + ")")
         return []
     held = _held(chosen) or "nothing else varied"
-    fig = draw.heatmap_figure(frame, f"Median steps to solve over seeds\nheld fixed: {held}")
+    seeds = sorted(frame["n_seeds"].unique())
+    count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    legend = (f"Each square: the median over the {count} seeds of the first evaluated step with exact match 1.0; below "
+              "it [fewest-most]: the range (min-max) of those steps over the seeds, or 'k/n solved' when some seeds "
+              "never solved within max_steps.")
+    fig = draw.heatmap_figure(frame, f"Steps to solve: lr x layers, per digit length and cell\nheld fixed: {held}",
+                              legend)
     save_figure(fig, frame, out, "heatmap_steps_to_solve")
-    note = (f"Held fixed: {held}. Each square: median over seeds of the first evaluated step with exact match 1.0; "
-            "'k/n solved' when some seeds never solved; hatched 'unsolved' when most seeds never solved. "
+    note = (f"Held fixed: {held}. {legend} Hatched 'unsolved': most seeds never solved. "
             + _sentences(chosen.notes)).strip()
     return [FigureEntry("heatmap_steps_to_solve", "Steps to solve: lr x layers per cell and digit length", note)]
+
+
+REACH_DPI = 100  # the reach figure is 16 in wide at most: at most 1,600 px
+
+
+def _pooled(trials: pd.DataFrame, columns: tuple[str, ...]) -> str:
+    """'3 lr x 4 trained lengths x 3 seeds': what one point of a pooled figure pools."""
+    names = {"lr": "lr", "digits": "trained lengths", "seed": "seeds"}
+    return " x ".join(f"{len(varied(trials, c))} {names[c]}" for c in columns)
 
 
 def reach_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntry]:
     if not crossed.has_probes(experiment.trials):
         skipped.append("generalisation_reach: no finished trial has length-generalisation probes (the sweep predates them)")
         return []
-    frame = crossed.reach_frame(experiment.trials)
-    fig = draw.reach_figure(frame, "How far each trained adder adds exactly: uniform random sums and carry chains, "
-                                   "probed at 100, 1,000 and 10,000 digits")
-    save_figure(fig, frame, out, "generalisation_reach")
-    note = ("Each square: the longest probed length up to which every probed length is added exactly (exact match >= 0.99), "
-            "median over seeds (with an even number of seeds the lower one: the longest length most seeds reach), "
-            "with the min..max over seeds below it when they differ; '-' means no further than the "
-            "trained length. Random sums rarely carry far: the carry chains (a carry through every digit) are the hard test.")
-    return [FigureEntry("generalisation_reach", "Length generalisation: uniform sums and carry chains", note)]
+    frame = crossed.reach_shares(experiment.trials)
+    pooled = _pooled(experiment.trials, ("lr", "digits", "seed"))
+    title = ("How far the trained adders add exactly: the share exact at their trained length and at 100, 1,000 and "
+             "10,000 digits\n"
+             f"n = adders per point (legend): those that solved their own length, over {pooled}; "
+             "bars: exact 95% interval")
+    note = ("A length counts only when every shorter one passed too, so each line can only fall. Trained length: the "
+            "last evaluation's exact match on held-out sums of that length (uniform), or on its carry chains. Adders that never solved their own length (no evaluation with exact match 1.0) "
+            "are left out of n and counted in each cell's legend. Error bars: exact (Clopper-Pearson) 95% intervals, "
+            "the adders taken as independent.")
+    fig = draw.reach_figure(frame, title, note)
+    save_figure(fig, frame, out, "generalisation_reach", dpi=REACH_DPI)
+    entry_note = (f"Each point: of the adders of that cell and depth ({pooled} pooled) that solved their own length, "
+                  "the share exact (exact match >= 0.99) at that length. " + note)
+    return [FigureEntry("generalisation_reach", "Length generalisation: uniform sums and carry chains", entry_note)]
+
+
+def importance_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntry]:
+    """Factor importance (fANOVA) for convergence and generalisation: only on a crossed grid, where every factor
+    value sees every combination of the others."""
+    if not crossed.is_crossed(experiment.trials):
+        skipped.append("factor_importance: not a crossed grid (every cell, lr and depth at every length)")
+        return []
+    frame = importance.factor_importance(experiment.trials)
+    trials = int(frame["trials"].max())
+    legend = (f"Optuna's fANOVA (seed {importance.FANOVA_SEED}), one in-memory study per measure over the {trials} "
+              "finished trials, each factor categorical. Bars: a factor's main effect as a share of the four main "
+              "effects (they sum to 1); under each measure: the share of its variance the main effects explain (the "
+              f"rest: interactions). Steps to solve: unsolved adders censored at max_steps + {importance.CENSOR_AFTER}.")
+    measures = "; ".join(f"*{name}*: {what}" for name, what in importance.MEASURES.items())
+    note = f"{legend} Measures: {measures}. {importance.ANOVA_NOTE[0].upper()}{importance.ANOVA_NOTE[1:]}."
+    fig = draw.importance_figure(frame, "Which factor matters most: fANOVA importance of digits, lr, depth and cell",
+                                 legend)
+    save_figure(fig, frame, out, "factor_importance")
+    return [FigureEntry("factor_importance", "Factor importance: convergence and generalisation (fANOVA)", note)]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", nargs="?", type=Path,
-                        help=f"an experiment folder (default: the most recent one under {DEFAULT_STORAGE}/)")
-    parser.add_argument("--out", type=Path, help="output folder (default: EXPERIMENT_DIR/analysis)")
+    parser.add_argument("experiment", nargs="*", type=Path,
+                        help=f"an experiment folder (default: the most recent one under {DEFAULT_STORAGE}/), or several "
+                             "read as one study (each run once), e.g. data/full-seeds3 data/more-seeds/*")
+    parser.add_argument("--out", type=Path, help="output folder (default: EXPERIMENT_DIR/analysis; with several "
+                                                  "folders, FIRST_DIR/analysis-study)")
     parser.add_argument("--metric", choices=METRICS, default="train_loss", help="what the curves show (default: train_loss)")
     return parser.parse_args(argv)
 
@@ -146,11 +227,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:  # every input check happens before anything is written
-        experiment = load_experiment(args.experiment or latest_experiment())
+        experiment = load_study(args.experiment or [latest_experiment()])
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = args.out or experiment.path / "analysis"
+    out = args.out or experiment.path / ("analysis" if len(args.experiment) <= 1 else "analysis-study")
     try:  # the output place too: a late failure would come after the figures' work
         if out.exists() and not out.is_dir():
             raise ValueError(f"{out} is a file, not a folder")
@@ -165,24 +246,45 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[str] = []
     figures = curve_figures(experiment, out, args.metric, skipped) + heatmap_figure(experiment, out, skipped)
     figures += reach_figure(experiment, out, skipped)
+    figures += importance_figure(experiment, out, skipped)
     for line in skipped:
         print(f"skipped {line}")
     results = check_claims(experiment.history, experiment.trials)
     _replace_into(out / "claims.csv", lambda tmp: claims_frame(results).to_csv(tmp, index=False))
     text = render(experiment, figures, skipped, results)
+    finished = experiment.trials[~experiment.trials["stop_reason"].isin(UNFINISHED)]
+    text += "\n" + regressions_section(regressions(experiment.history, finished))
+    shares = design.generalisation_by_config(finished, experiment.history) if crossed.has_probes(finished) else None
+    if shares is not None:
+        _replace_into(out / "generalisation_by_config.csv", lambda tmp: shares.to_csv(tmp, index=False))
+        text += "\n" + generalisation_section(shares, design.MIN_SHARE_SEEDS)
+    across: list = []
     if crossed.is_crossed(experiment.trials):  # the full grid: every claim again at the settings the seed never tried
         across = crossed.crossed_claims(experiment.history, experiment.trials)
         _replace_into(out / "claims_crossed.csv", lambda tmp: claims_frame(across).to_csv(tmp, index=False))
+        pooled = crossed.pooled_claims(experiment.history, experiment.trials)
+        _replace_into(out / "claims_pooled.csv", lambda tmp: pooled.to_csv(tmp, index=False))
+        text += "\n" + pooled_section(pooled)
+        print("factor claims as a whole (steps to solve / loss): " + "; ".join(
+            f"{c} {'/'.join(g.drop_duplicates('measure')['verdict'])}" for c, g in pooled.groupby("claim", sort=False)))
         effects = crossed.effects_tables(experiment.trials)
         _replace_into(out / "factor_effects.csv", lambda tmp: effects[0][1].to_csv(tmp, index=False))
         text += "\n" + crossed_section(across, crossed.never_solved(experiment.trials),
                                         crossed.reach_table(experiment.trials) if crossed.has_probes(experiment.trials) else None,
                                         effects)
-        print(f"crossed grid: {len(across)} claim checks at other settings: "
-              + ", ".join(f"{n} {v}" for v, n in pd.Series([r.verdict for r in across]).value_counts().items()))
+        for label, verdicts in (("steps to solve", [r.verdict for r in across]), ("loss", [r.loss_verdict for r in across])):
+            print(f"crossed grid: {len(across)} stratum claims, {label}: "
+                  + ", ".join(f"{n} {v}" for v, n in pd.Series(verdicts).value_counts().items()))
+    wanted = design.more_seeds(results + across, finished, shares)
+    commands = design.sweep_commands(wanted, finished)
+    for name, configs, _ in commands:
+        _replace_into(out / name, lambda tmp, c=configs: c.to_csv(tmp, index=False))
+    text += "\n" + more_seeds_section(wanted, commands)
     _replace_into(out / "report.md", lambda tmp: Path(tmp).write_text(text))
     for r in results:
-        print(f"{r.claim}: {r.verdict}")
+        print(f"{r.claim}: steps to solve {r.verdict}; loss {r.loss_verdict}")
+    for _, configs, command in commands:
+        print(f"more seeds would decide {len(configs)} settings: {command}")
     print(f"wrote {len(figures)} figures, claims.csv and report.md to {out}")
     return 0
 
