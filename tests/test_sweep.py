@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -601,3 +602,59 @@ def test_a_fifo_sweep_resumes_whatever_asha_settings_a_rerun_has_and_an_asha_swe
         check_same_settings(record([*asha, *old_defaults]), parse_settings([*asha, *new_defaults, "--storage", str(tmp_path)]))
     with pytest.raises(UsageError, match="--scheduler 'asha' there, 'fifo' now"):  # the scheduler itself always counts
         check_same_settings(record([*asha, *old_defaults]), parse_settings([*fifo, *new_defaults, "--storage", str(tmp_path)]))
+
+
+SMALL_INPUT = [  # issue 18, item 7: each refused in one line, before anything is written under the working folder
+    (["--grid", "quick", "--reduction-factor", "inf"], "--reduction-factor inf is not valid; it must be a finite number > 1"),
+    (["--grid", "quick", "--name", "x" * 300], "--name of 300 characters (300 bytes) is too long; use at most 200"),
+    (["--grid", "quick", "--name", "é" * 150], "(300 bytes) is too long"),
+    (["--grid", "quick", "--name", "two\nlines"], "--name 'two\\nlines' is not valid"),
+    (["--grid", "quick", "--name", "tab\there"], "control characters"),
+    (["--grid", "quick", "--storage", "~nosuchuser/x"], "--storage '~nosuchuser/x' is not usable: ~nosuchuser names no user"),
+]
+
+
+@pytest.mark.parametrize(("flags", "named"), SMALL_INPUT, ids=[repr(" ".join(f))[:40] for f, _ in SMALL_INPUT])
+def test_odd_names_storage_and_reduction_factor_exit_2_with_one_line_and_write_nothing(flags, named, tmp_path, monkeypatch, capsys):
+    """From an empty working folder (a relative --storage lands there). The --address where nothing listens makes a
+    missed check end fast (as an unreachable address) instead of starting a sweep here."""
+    monkeypatch.chdir(tmp_path)
+    argv = [*flags, *([] if "--storage" in flags else ["--storage", str(tmp_path / "results")])]
+    code, _, err = cli([*argv, "--address", f"127.0.0.1:{free_ports(1)[0]}"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and named in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bare_command_prints_what_to_run_and_starts_nothing(tmp_path):
+    """No arguments used to start the 144-trial full grid (hours); --grid full must now be asked for."""
+    from tune_adder.settings import UsageError
+    from tune_adder.sweep import parse_settings
+
+    with pytest.raises(UsageError, match="--grid quick"):
+        parse_settings([])
+    done = subprocess.run([sys.executable, "-m", "tune_adder.sweep"], cwd=tmp_path, env=sweep_env(), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and done.stdout == "", done.stdout[-2000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert all(g in line for g in ("full", "seed", "quick", "gpu-slice", "--help")), line
+    assert list(tmp_path.iterdir()) == []
+    assert parse_settings(["--grid", "full", "--storage", str(tmp_path / "r")]).grid == "full"  # still there when named
+
+
+def test_the_printed_plot_command_pastes_whole_with_spaces_in_storage_and_name(tmp_path, ray_address):
+    """A replay (milliseconds per trial) into a storage and under a name with spaces: the summary's "plot them:"
+    command, split as a shell splits it, names the experiment's folder."""
+    from tests.analysis_frames import grid, write_experiment
+
+    specs = grid(lambda c: None, seeds=(0,), digits=(5,), lr=(0.003, 0.03), cell=("RNN", "GRU"))
+    for spec in specs:
+        spec.update(eval_every=50)
+        spec["config"]["max_steps"] = 100
+    data = write_experiment(tmp_path / "data", specs, {"grid": "quick", "eval_every": 50})
+    storage = tmp_path / "my results"
+    args = ["--grid", "quick", "--digits", "5", "--max-steps", "100", "--eval-every", "50", "--replay", str(data),
+            "--name", "run one", "--quiet"]  # fmt: skip
+    out = sweep(args, storage, ray_address)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("plot them: ")]
+    assert shlex.split(line.removeprefix("plot them: ")) == ["python", "analysis/plot_convergence.py", str(storage / "run one")]

@@ -253,14 +253,42 @@ def test_cli_refuses_a_run_too_big_for_this_machine_before_allocating(args, fiel
     assert len(lines) == 1 and "memory" in lines[0] and field in lines[0], lines
 
 
-@pytest.mark.parametrize("where", ["a-folder", "empty", "under-a-file", "unwritable"])
+@pytest.mark.parametrize("where", ["a-folder", "a-folder-to-be", "empty", "under-a-file", "unwritable"])
 def test_cli_checks_save_state_before_training(where, tmp_path):
     (tmp_path / "afile").write_text("x")
-    target = {"a-folder": str(tmp_path), "empty": "", "under-a-file": str(tmp_path / "afile" / "s.pt"),
-              "unwritable": "/proc/tune_adder_state/s.pt"}[where]
+    target = {"a-folder": str(tmp_path), "a-folder-to-be": str(tmp_path / "states") + os.sep, "empty": "",
+              "under-a-file": str(tmp_path / "afile" / "s.pt"), "unwritable": "/proc/tune_adder_state/s.pt"}[where]
     before = sorted(tmp_path.rglob("*"))
     done = _cli_limited("--digits", "3", "--steps", "300", "--eval-every", "100", "--save-state", target)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "save_state" in lines[0], lines  # one line, before the progress bar starts
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_cli_ctrl_c_is_one_line_and_exit_130_not_a_traceback(tmp_path):
+    """SIGINT (what Ctrl-C sends) once the progress bar runs: the run ends with one line, the shell's code 130."""
+    import select
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "tune_adder.train", "--digits", "3", "--steps", "1000000", "--eval-every", "100000",
+           "--eval-size", "100", "--save-state", str(tmp_path / "state.pt")]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen, deadline = b"", time.time() + 120
+    try:
+        while b"train" not in seen and proc.poll() is None and time.time() < deadline:  # the bar: training has begun
+            if select.select([proc.stderr], [], [], 1)[0]:
+                seen += os.read(proc.stderr.fileno(), 4096)
+        assert b"train" in seen, seen
+        proc.send_signal(signal.SIGINT)
+        out, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = (seen + rest).decode()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "python -m tune_adder.train: interrupted", err[-2000:]
+    assert out == b"" and not (tmp_path / "state.pt").exists()

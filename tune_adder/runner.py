@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import socket
 import time
@@ -394,7 +395,7 @@ def _print_summary(storage: Storage, name: str, record: dict[str, Any]) -> None:
     print(best_trials(trials)[columns].to_string(index=False))
     exp_path = storage.path(name)
     print(f"\nresults: {exp_path}/{HISTORY_FILE} (every evaluation), {exp_path}/{TRIALS_FILE} (one row per trial)")
-    print(f"plot them: python analysis/plot_convergence.py {exp_path}")
+    print(f"plot them: python analysis/plot_convergence.py {shlex.quote(exp_path)}")  # pastable, spaces and all
     failed = trials[trials["status"] == ERROR]
     if len(failed):
         print(f"{len(failed)} trials failed (stop_reason error); their logs:")

@@ -33,7 +33,11 @@ class Storage:
         if "://" in arg:
             fs, root = pafs.FileSystem.from_uri(arg)
             return cls(fs, root.rstrip("/"), arg.rstrip("/"))
-        root = os.path.abspath(os.path.expanduser(arg))
+        expanded = os.path.expanduser(arg)
+        if expanded.startswith("~"):  # "~nosuchuser/x" stays as it is: it would make a folder named "~nosuchuser" here
+            user = arg.split("/", 1)[0]
+            raise ValueError(f"{user} names no user's home folder on this machine; give a path or a URI")
+        root = os.path.abspath(expanded)
         return cls(pafs.LocalFileSystem(), root, root)
 
     def check_writable(self) -> None:

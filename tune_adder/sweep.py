@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import shlex
 import sys
+import unicodedata
 from typing import Any, Sequence
 
 from tune_adder.metrics import ASHA_METRICS
@@ -18,6 +20,9 @@ from tune_adder.settings import ASHA_DEFAULTS, INTERRUPTED_EXIT, PACKS, SCHEDULE
 from tune_adder import spaces
 from tune_adder.spaces import GRIDS, get_grid
 from tune_adder.storage import Storage
+
+
+MAX_NAME_BYTES = 200  # --name: a folder name, with room for "-old-<time>" (--restart) within the usual 255-byte limit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +94,9 @@ def default_name(s: dict[str, Any]) -> str:
 
 def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     """Parse and validate the command line; every problem is a UsageError naming the flag, value and what is valid."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _require(bool(argv), f"say what to run, e.g. --grid quick (8 short trials); grids: {', '.join(GRIDS)} (--grid full "
+             "is the 144-config study, hours); or --configs CSV or --search optuna; --help lists every flag")
     a = build_parser().parse_args(argv)
     _require(a.search in SEARCHES, f"--search {a.search!r} is not valid; choose one of: {', '.join(SEARCHES)}")
     _require(a.scheduler in SCHEDULERS, f"--scheduler {a.scheduler!r} is not valid; choose one of: {', '.join(SCHEDULERS)}")
@@ -133,7 +141,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     _require(a.gpus_per_trial >= 0, f"--gpus-per-trial {a.gpus_per_trial:g} is not valid; it must be >= 0 (fractions pack trials)")
     _require(a.gpus_per_trial <= 1 or a.gpus_per_trial.is_integer(), f"--gpus-per-trial {a.gpus_per_trial:g} is not valid; above 1 it must be a whole number")
     _require(a.asha_metric in ASHA_METRICS, f"--asha-metric {a.asha_metric!r} is not valid; choose one of: {', '.join(ASHA_METRICS)}")
-    _require(a.reduction_factor > 1, f"--reduction-factor {a.reduction_factor:g} is not valid; it must be > 1")
+    _require(math.isfinite(a.reduction_factor) and a.reduction_factor > 1,
+             f"--reduction-factor {a.reduction_factor:g} is not valid; it must be a finite number > 1")
     _require(a.max_failures >= 0, f"--max-failures {a.max_failures} is not valid; it must be >= 0")
     _require(a.status_every > 0, f"--status-every {a.status_every:g} is not valid; it must be > 0 seconds")
     _require(
@@ -155,8 +164,17 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     _check_memory(a)
     values = vars(a)
     values["name"] = a.name or default_name(values)
-    _require("/" not in values["name"] and values["name"] not in (".", ".."), f"--name {values['name']!r} is not valid; use a plain folder name")
+    _check_name(values["name"])
     return Settings(**values)
+
+
+def _check_name(name: str) -> None:
+    """The experiment's folder name: one plain path component that every filesystem (and a pasted command) takes."""
+    _require(len(name.encode()) <= MAX_NAME_BYTES, f"--name of {len(name)} characters ({len(name.encode())} bytes) is too "
+             f"long; use at most {MAX_NAME_BYTES} bytes (it names a folder, and filesystems stop at 255)")
+    odd = [c for c in name if unicodedata.category(c).startswith("C") or c in "/\\"]
+    _require(not odd and name not in (".", ".."), f"--name {name!r} is not valid; use a plain folder name: no "
+             f"control characters (newline, tab, ...) and no / or \\")
 
 
 def _configs_of(a: argparse.Namespace) -> list[dict[str, Any]]:

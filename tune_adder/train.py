@@ -35,6 +35,7 @@ EVAL_CHUNK_CELLS = 262_144
 # 2: the training data of a step depends on (seed, step) only; no generator state is saved.
 STATE_VERSION = 2
 MAX_SEED = 2**32 - 1
+INTERRUPTED_EXIT = 130  # Ctrl-C: the shell's code for SIGINT (as tune_adder.settings has it for the sweep)
 # Adam turns lr into a float32 step size (lr / (1 - beta1) at the first step); far past any useful rate
 # that overflows inside the optimiser, so such rates are refused up front.
 MAX_LR = 1000.0
@@ -412,6 +413,9 @@ def _check_save_path(path: str) -> None:
     """--save-state is checked before training, so a bad destination never costs the run."""
     if not path:
         raise ValueError("save_state='': must be a file path such as state.pt")
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):  # Path() would drop it and write a file there
+        raise ValueError(f"save_state={path!r}: ends in a separator, so it names a folder; must be a file path such as "
+                         f"{os.path.join(path, 'state.pt')}")
     if os.path.isdir(path):
         raise ValueError(f"save_state={path!r}: is a folder; must be a file path such as {os.path.join(path, 'state.pt')}")
     try:
@@ -477,6 +481,15 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg, train_cfg = _configs(args)
     except ValueError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    try:
+        return _train(args, model_cfg, train_cfg)
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's code for it, not a traceback
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
+
+
+def _train(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
+    """The CLI's run once its input is checked: train, save, print the summary (and probes, and JSON)."""
     from tqdm import tqdm
 
     # The seed's matmuls (batch 200 x 64) are too small to gain from threads, and on a busy machine
