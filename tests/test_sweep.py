@@ -291,6 +291,8 @@ def test_failed_trials_exit_nonzero_one_line_each_and_a_rerun_retries_them(tmp_p
     text = out.stdout + out.stderr
     assert out.returncode == 1, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
+    said = [line for line in out.stderr.splitlines() if line.startswith("test hooks set (")]  # a stray export is not silent
+    assert len(said) == 1 and f"{FAIL_AT}=20:lr=0.03" in said[0] and f"{NO_PROBES}=1" in said[0], out.stderr[-3000:]
     exp = tmp_path / "fails"
     record = json.loads((exp / "experiment.json").read_text())
     assert record["status"] == "partial"
@@ -320,6 +322,7 @@ def test_failed_trials_exit_nonzero_one_line_each_and_a_rerun_retries_them(tmp_p
     again = sweep([a for a in args if a != "--quiet"] + ["--status-every", "0.2"], tmp_path, ray_address)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "resuming" in again.stdout and "already complete" not in again.stdout
+    assert FAIL_AT not in again.stderr, again.stderr[-3000:]  # unset for the rerun
     assert "[fails " in again.stdout and " of 8 trials ended" in again.stdout, again.stdout[-2000:]
     record = json.loads((exp / "experiment.json").read_text())
     assert record["status"] == "completed"

@@ -70,6 +70,7 @@ def run(s: Settings, command: str) -> int:
         record = start_record(s, command, record if resume else None, ray.__version__)  # once the Tuner is built: no record of a failed start
         storage.write_json(storage.path(s.name, EXPERIMENT_FILE), record)
         print(f"{'resuming' if resume else 'starting'} sweep {s.name} ({record['num_trials']} trials) in {exp_path}", flush=True)
+        testhooks.announce()  # a stray TUNE_ADDER_TEST_* export would make trials fail or block: say so
         session_start = time.time()
         try:
             tuner.fit()

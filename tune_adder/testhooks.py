@@ -1,7 +1,8 @@
 """Test hooks: environment variables that make a real trial fail, block or diverge on purpose, for the end-to-end tests.
 
-Unset (always, outside the tests) they do nothing. The sweep forwards every `TUNE_ADDER_TEST_*`
-variable to its trials through Ray's runtime environment, so they reach workers on any node.
+Unset (always, outside the tests) they do nothing; an empty value or `0` counts as unset. The sweep forwards
+every `TUNE_ADDER_TEST_*` variable to its trials through Ray's runtime environment, so they reach workers on
+any node, and says on standard error at its start which ones are set, so a stray export is not silent.
 
 - `TUNE_ADDER_TEST_FAIL_AT=STEP[:KEY=VALUE]`: the trial raises right after reporting an evaluation
   at or past STEP (after that report's checkpoint, if any), on every attempt; with `KEY=VALUE` only
@@ -10,7 +11,9 @@ variable to its trials through Ray's runtime environment, so they reach workers 
   the driver records the report in the trial's result.json soon after), the trial's process writes
   `FOLDER/<pid>.blocked` and waits until `FOLDER/release` (every trial, for good) or `FOLDER/<pid>.release`
   (this one; both files are then removed, so the next trial in a reused process blocks again) exists: a test
-  can act on a trial caught at a known step (kill that pid) instead of polling and racing it.
+  can act on a trial caught at a known step (kill that pid) instead of polling and racing it. After
+  BLOCK_LIMIT_S without a release the trial fails (a test that died without releasing it leaves no trial
+  waiting for ever).
 - `TUNE_ADDER_TEST_DIVERGE_AT=STEP[:KEY=VALUE]`: right after reporting step STEP, the trial's weights are
   set to NaN (trials without --pack), so its next training loss is non-finite and the trainer's own check
   ends it as `diverged`.
@@ -21,6 +24,7 @@ variable to its trials through Ray's runtime environment, so they reach workers 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -29,6 +33,7 @@ FAIL_AT = PREFIX + "FAIL_AT"
 BLOCK_AT = PREFIX + "BLOCK_AT"
 DIVERGE_AT = PREFIX + "DIVERGE_AT"
 NO_PROBES = PREFIX + "NO_PROBES"
+BLOCK_LIMIT_S = 600.0  # the longest a BLOCK_AT trial waits for its release before it fails
 
 
 class InjectedFailure(RuntimeError):
@@ -38,6 +43,26 @@ class InjectedFailure(RuntimeError):
 def forwarded_env() -> dict[str, str]:
     """The hook variables set in this process, to hand to Ray's workers."""
     return {k: v for k, v in os.environ.items() if k.startswith(PREFIX)}
+
+
+def _get(name: str) -> str | None:
+    """The variable's value when it is set: not empty and not "0"."""
+    value = os.environ.get(name, "").strip()
+    return None if value in ("", "0") else value
+
+
+def active() -> dict[str, str]:
+    """The hook variables that are set here (a value that is neither empty nor "0")."""
+    return {k: v for k in sorted(forwarded_env()) if (v := _get(k)) is not None}
+
+
+def announce() -> None:
+    """One line on standard error when any hook is set: a stray export would make trials fail or block."""
+    hooks = active()
+    if hooks:
+        listed = " ".join(f"{k}={v}" for k, v in hooks.items())
+        print(f"test hooks set ({listed}): trials fail, block, diverge or skip their probes on purpose; "
+              f"unset them outside the tests (tune_adder/testhooks.py)", file=sys.stderr, flush=True)
 
 
 def after_report(config: dict[str, Any], step: int, model: Any = None) -> None:
@@ -51,12 +76,12 @@ def after_report(config: dict[str, Any], step: int, model: Any = None) -> None:
 
 def probes_wanted() -> bool:
     """False when NO_PROBES is set: a finished trial then skips its length-generalisation probes."""
-    return not os.environ.get(NO_PROBES)
+    return _get(NO_PROBES) is None
 
 
 def _block(step: int) -> None:
-    spec = os.environ.get(BLOCK_AT)
-    if not spec:
+    spec = _get(BLOCK_AT)
+    if spec is None:
         return
     at, _, folder = spec.partition(":")
     if step != int(at):
@@ -66,11 +91,15 @@ def _block(step: int) -> None:
     with open(marker + ".tmp", "w") as f:
         f.write(str(os.getpid()))
     os.replace(marker + ".tmp", marker)  # the test sees the whole file or none
+    deadline = time.monotonic() + BLOCK_LIMIT_S
     while not os.path.exists(os.path.join(folder, "release")):
         if os.path.exists(own):
             os.remove(own)
             os.remove(marker)
             return
+        if time.monotonic() > deadline:
+            os.remove(marker)
+            raise InjectedFailure(f"{BLOCK_AT}={spec}: not released within {BLOCK_LIMIT_S:g} s; failing the trial")
         time.sleep(0.05)
 
 
@@ -84,8 +113,8 @@ def _matches(config: dict[str, Any], spec: str) -> tuple[int, bool]:
 
 
 def _fail(config: dict[str, Any], step: int) -> None:
-    spec = os.environ.get(FAIL_AT)
-    if not spec:
+    spec = _get(FAIL_AT)
+    if spec is None:
         return
     at, mine = _matches(config, spec)
     if mine and step >= at:
@@ -93,8 +122,8 @@ def _fail(config: dict[str, Any], step: int) -> None:
 
 
 def _diverge(config: dict[str, Any], step: int, model: Any) -> None:
-    spec = os.environ.get(DIVERGE_AT)
-    if not spec:
+    spec = _get(DIVERGE_AT)
+    if spec is None:
         return
     at, mine = _matches(config, spec)
     if mine and step == at:
