@@ -10,9 +10,11 @@ import math
 import os
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import optuna
@@ -480,14 +482,25 @@ def test_a_start_that_failed_before_any_trial_does_not_block_the_next_command(tm
     assert json.loads((tmp_path / "retry" / "experiment.json").read_text())["status"] == "completed"
 
 
+@lru_cache(maxsize=1)
+def import_seconds() -> float:
+    """What starting the sweep's CLI costs on this machine now (Python, Ray and PyTorch imports), before it does anything."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import tune_adder.sweep, tune_adder.runner"], env=sweep_env(), cwd=REPO,
+                   check=True, timeout=300)  # fmt: skip
+    return time.monotonic() - started
+
+
 @pytest.mark.parametrize("address", ["127.0.0.1:{free}", "no-such-host.invalid:6379", "ray://127.0.0.1:10001"])
 def test_unreachable_or_client_address_exits_2_with_one_line_quickly(address, tmp_path):
     address = address.format(free=free_ports(1)[0])  # a port where nothing listens
     started = time.monotonic()
     out = sweep(["--grid", "quick", "--max-steps", "10", "--eval-every", "10"], tmp_path / "r", address, timeout=90)
+    took = time.monotonic() - started
     assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-2000:])
     assert len(out.stderr.strip().splitlines()) == 1 and address in out.stderr, out.stderr
-    assert time.monotonic() - started < 60  # the probe gives up after 10 s (a hang was minutes); the rest is imports
+    # The probe gives up after 10 s (PROBE_TIMEOUT_S; a hang was minutes); the rest is the imports, slow on a busy box.
+    assert took < import_seconds() + 15, (took, import_seconds())
     assert not (tmp_path / "r").exists()
 
 
@@ -537,18 +550,30 @@ def test_a_signal_stops_a_running_sweep_within_seconds_and_writes_its_frames(sig
             proc.wait()
     out, err = out_file.read_text(), err_file.read_text()
     assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-2000:])
-    # A status line about every second (--status-every 1): their clocks never repeat and never skip far.
-    clocks = [line.split()[1].rstrip("]") for line in status_lines()]
-    seconds = [int(h) * 3600 + int(m) * 60 + int(x) for h, m, x in (c.split(":") for c in clocks)]
-    assert len(seconds) >= 3 and all(1 <= b - a <= 20 for a, b in zip(seconds, seconds[1:])), clocks
+    # A status line about every second (--status-every 1): never two in one second (the code waits the interval
+    # between lines), and seldom more than a second or two apart even on a busy box.
+    clocks = [line.split()[1] for line in status_lines()]
+    gaps = clock_gaps(clocks)
+    assert len(gaps) >= 2 and min(gaps) >= 1 and 0.5 <= statistics.median(gaps) <= 3 and max(gaps) <= 20, clocks
     assert all(" of 8 trials ended, " in line for line in status_lines()), status_lines()[-1]  # the quick grid: 8
-    assert took < 30, took
+    assert took < 15, took  # "within seconds" (README, Stopping)
     assert "Traceback" not in err, err[-3000:]
     assert "rerun the same command" in out
     record = json.loads((tmp_path / "stopped" / "experiment.json").read_text())
     assert record["status"] == "interrupted"
     history, trials = frames(tmp_path / "stopped")
     assert len(history) >= 1 and "running" in set(trials["stop_reason"])
+
+
+def clock_gaps(clocks: list[str]) -> list[int]:
+    """Seconds between successive HH:MM:SS times of day (the status lines' UTC clock), across midnight too."""
+    seconds = [int(h) * 3600 + int(m) * 60 + int(x) for h, m, x in (c.split(":") for c in clocks)]
+    return [(b - a) % 86400 for a, b in zip(seconds, seconds[1:])]
+
+
+def test_clock_gaps_run_on_across_midnight_utc():
+    assert clock_gaps(["23:59:58", "23:59:59", "00:00:01", "00:00:02"]) == [1, 2, 1]
+    assert clock_gaps(["12:00:00", "12:01:05"]) == [65]
 
 
 def test_imports_run_one_way():
