@@ -15,7 +15,9 @@ from tune_adder.metrics import CARRY_CHAIN_METRIC, PROBE_COLUMNS, PROBE_KINDS, P
 
 from analysis.claims import UNFINISHED, ClaimResult, check_c2, check_c3, check_c4, check_c6
 from analysis.extract import select, series_label, varied
-from analysis.stats import LOSS_AREA, N_RESAMPLES, RNG_SEED, STEPS_TO_SOLVE, holm, loss_areas, share_band, steps_to_solve
+from analysis.stats import (
+    LOSS_AREA, N_RESAMPLES, RNG_SEED, STEPS_TO_SOLVE, censored_pair, holm, loss_areas, share_band, steps_to_solve,
+)
 
 FACTORS = ("cell", "lr", "layers")  # what a crossed grid crosses at every digit length
 REACH_COLUMNS = ("cell", "digits", "lr", "layers", "kind", "median_reach", "min_reach", "max_reach",
@@ -133,7 +135,7 @@ def factor_effects(trials: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
     rows = []
     for key, group in finished.groupby(list(by), sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        solved = group[group["_solved"]]
+        solved = group[group["steps_to_solve"].notna()][group["_solved"]]
         row = {**dict(zip(by, key)), "configs": group["_config"].nunique(), "adders": len(group),
                **_share("solved", group["_solved"], group["_config"]),
                **_share("carry_trained", solved["_carry_trained"], solved["_config"])}
@@ -191,7 +193,7 @@ def _pair_differences(history: pd.DataFrame, trials: pd.DataFrame, spec: FactorC
         if at_a.empty or at_b.empty:
             continue
         if measure == STEPS_TO_SOLVE:
-            va, vb = steps_to_solve(at_a, history, censor=True), steps_to_solve(at_b, history, censor=True)
+            va, vb = censored_pair(history, at_a, at_b)
         else:
             va, vb = loss_areas(history, at_a, at_b)
         rows.append(dict(stratum=_stratum_label(dict(zip(others, key))), d=float(np.median(va) - np.median(vb))))
@@ -270,7 +272,7 @@ def reach_shares(trials: pd.DataFrame) -> pd.DataFrame:
     probed = finished[finished[list(PROBE_COLUMNS[:-2])].notna().all(axis=1)]
     rows = []
     for (cell, layers), group in probed.groupby(["cell", "layers"], sort=True):
-        solved = group[group["steps_to_solve"].notna()]
+        solved = group
         never = len(group) - len(solved)
         for kind in PROBE_KINDS:
             # trained_digits=0: the reach is then the longest probed rung of the unbroken run of passes, 0 for none

@@ -6,8 +6,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from analysis.stats import SUSTAINED, sustained_solve
 from tune_adder.metrics import HISTORY_COLUMNS, PROBE_COLUMNS, STEP, STOP_REASONS, TRIAL_COLUMNS, TRIAL_ID
 
 DEFAULT_STORAGE = Path("results")
@@ -94,6 +96,9 @@ def _normalise(history: pd.DataFrame, trials: pd.DataFrame, notes: list[str]) ->
     trials = trials.assign(cell=trials["cell"].astype(str).str.upper())
     trials = trials.assign(steps_to_solve=pd.to_numeric(trials["steps_to_solve"], errors="coerce").astype(float))
     history = history.sort_values([TRIAL_ID, STEP], kind="stable").reset_index(drop=True)
+    # Solved means what the trainer's --stop-when-solved means: exact match 1.0 at three evaluations in a row.
+    sustained = sustained_solve(history).reindex(trials[TRIAL_ID]).to_numpy(dtype=float)
+    trials = trials.assign(**{SUSTAINED: np.where(np.isinf(sustained), np.nan, sustained)})
     return history, trials.reset_index(drop=True)
 
 

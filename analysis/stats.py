@@ -155,18 +155,19 @@ def sustained_solve(history: pd.DataFrame) -> pd.Series:
         lambda g: solved_streak_start(zip(g[STEP].to_numpy(), g[METRIC].to_numpy())), include_groups=False)
 
 
-def steps_to_solve(trials: pd.DataFrame, history: pd.DataFrame | None = None, censor: bool = False) -> np.ndarray:
-    """Per trial: sustained steps to solve (from `history`) or, without it, the first touch of 1.0 (the trials frame's
-    steps_to_solve); never solved is +inf, or with `censor` max_steps + the evaluation interval (a finite value that
-    ranks after every solve, for intervals of differences)."""
-    if history is not None:
+SUSTAINED = "steps_to_solve_sustained"  # the column analysis.load adds to trials: sustained steps to solve, NaN if never
+
+
+def steps_to_solve(trials: pd.DataFrame, history: pd.DataFrame | None = None) -> np.ndarray:
+    """Per trial: sustained steps to solve (the SUSTAINED column the loader adds, or computed from `history`); only
+    for raw frames with neither, the first touch of 1.0 (the trials frame's steps_to_solve). Never solved is +inf."""
+    if SUSTAINED in trials:
+        values = trials[SUSTAINED].astype(float).fillna(np.inf).to_numpy()
+    elif history is not None:
         values = sustained_solve(history[history[TRIAL_ID].isin(trials[TRIAL_ID])]).reindex(trials[TRIAL_ID]).to_numpy(dtype=float)
         values = np.where(np.isnan(values), np.inf, values)
     else:
         values = trials["steps_to_solve"].astype(float).fillna(np.inf).to_numpy()
-    if censor:
-        cap = trials["max_steps"].astype(float).to_numpy() + _eval_every(history)
-        values = np.where(np.isfinite(values), values, cap)
     return values
 
 
@@ -208,9 +209,17 @@ def loss_areas(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame) -> tuple
     return loss_area(history, a[TRIAL_ID], horizon), loss_area(history, b[TRIAL_ID], horizon)
 
 
+def censored_pair(history: pd.DataFrame | None, a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Sustained steps to solve of two settings, a never-solved seed on either side at one shared value: the larger
+    max_steps plus one evaluation (so two settings that never solve tie, whatever their budgets)."""
+    va, vb = steps_to_solve(a, history), steps_to_solve(b, history)
+    cap = float(pd.concat([a, b])["max_steps"].max()) + (_eval_every(history) if history is not None else 50.0)
+    return np.where(np.isfinite(va), va, cap), np.where(np.isfinite(vb), vb, cap)
+
+
 def converges_faster(history: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Comparison]:
     """Both measures for the trials of two settings: {STEPS_TO_SOLVE: ..., LOSS_AREA: ...}."""
-    return {STEPS_TO_SOLVE: compare(steps_to_solve(a, history, censor=True), steps_to_solve(b, history, censor=True), STEPS_TO_SOLVE),
+    return {STEPS_TO_SOLVE: compare(*censored_pair(history, a, b), STEPS_TO_SOLVE),
             LOSS_AREA: compare(*loss_areas(history, a, b), LOSS_AREA)}
 
 

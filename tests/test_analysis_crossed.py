@@ -21,9 +21,18 @@ def lstm_fails_at_lr_01(c: dict) -> int | None:
     return None if (c["cell"], c["lr"]) == ("LSTM", 0.1) else as_claimed(c)
 
 
+SEEDS = tuple(range(8))  # enough for a decided verdict (tests/test_analysis_claims.py)
+
+
 @pytest.fixture(scope="module")
 def world():
-    return frames(grid(lstm_fails_at_lr_01, **AXES))
+    return frames(grid(lstm_fails_at_lr_01, eval_every=50, **AXES))
+
+
+@pytest.fixture(scope="module")
+def world8():
+    """The same world with enough seeds that its verdicts can be decided."""
+    return frames(grid(lstm_fails_at_lr_01, seeds=SEEDS, eval_every=50, **AXES))
 
 
 def test_a_full_factorial_is_crossed_and_a_one_factor_grid_is_not(world):
@@ -34,20 +43,20 @@ def test_a_full_factorial_is_crossed_and_a_one_factor_grid_is_not(world):
     assert not crossed.is_crossed(holes)
 
 
-def test_claims_are_rechecked_where_the_seed_never_looked(world):
-    results = {r.claim: r for r in crossed.crossed_claims(*world)}
+def test_claims_are_rechecked_where_the_seed_never_looked(world8):
+    results = {r.claim: r for r in crossed.crossed_claims(*world8)}
     assert not {"C2", "C4", "C6"} & set(results)  # the seed's own settings live in the main table
-    for n in AXES["layers"]:  # lr 0.1 fails for the LSTM at every depth: C3 refuted there, held for RNN and GRU
-        assert results[f"C3 [LSTM, {crossed_label(n)}, 10/20/50/100 digits]"].verdict == "refuted"
+    for n in AXES["layers"]:  # lr 0.1 fails for the LSTM at every depth while lr 0.01 wins: C3 mixed there
+        assert results[f"C3 [LSTM, {crossed_label(n)}, 10/20/50/100 digits]"].verdict == "mixed"
         assert results[f"C3 [RNN, {crossed_label(n)}, 10/20/50/100 digits]"].verdict == "supported"
         gru = results[f"C3 [GRU, {crossed_label(n)}, 10/20/50/100 digits]"].verdict
-        assert gru == "supported" if n > 1 else gru != "supported"  # 1 layer: lr 0.1 fails 2 of 3 seeds at 10 digits
+        assert gru == "supported" if n > 1 else gru == "mixed"  # 1 layer: lr 0.1 fails 7 of 8 seeds at 10 digits
     assert results["C6 [GRU, 2 layers, lr 0.01]"].verdict == "supported"
     assert results["C2 [LSTM, 2 layers, lr 0.01]"].verdict == "supported"
     assert results["C2 [LSTM, 2 layers, lr 0.1]"].verdict == "inconclusive"  # never solves at any length: no order
     assert all(r.evidence for r in results.values() if r.verdict != "not testable")
     tally = report.verdict_tally(list(results.values())).set_index("claim")
-    assert tally.loc["C3", "refuted"] == len(AXES["layers"]) and tally.loc["C3", "checks"] == 3 * len(AXES["layers"])
+    assert tally.loc["C3", "mixed"] == len(AXES["layers"]) + 1 and tally.loc["C3", "checks"] == 3 * len(AXES["layers"])
     assert tally.loc["C3", "supported"] == 2 * len(AXES["layers"]) - 1  # RNN everywhere, GRU but at 1 layer
     assert tally.columns[0] == "supported" and tally["checks"].sum() == len(results)  # verdicts in a fixed order
 
@@ -110,7 +119,7 @@ def test_unprobed_trials_are_left_out_of_the_reach(world):
 def test_plot_script_on_a_crossed_sweep_writes_the_crossed_report_and_the_reach_figure(world, tmp_path):
     folder = tmp_path / "crossed"
     small = {**AXES, "digits": (10, 20), "layers": (1, 2)}  # crossed, and quick to analyse
-    write_experiment(folder, grid(lstm_fails_at_lr_01, seeds=(0, 1, 2), **small))
+    write_experiment(folder, grid(lstm_fails_at_lr_01, seeds=SEEDS, eval_every=50, **small))
     trials = pd.read_parquet(folder / "trials.parquet")
     with_probes(trials).to_parquet(folder / "trials.parquet")
     assert main([str(folder)]) == 0
@@ -118,22 +127,22 @@ def test_plot_script_on_a_crossed_sweep_writes_the_crossed_report_and_the_reach_
     for name in ("generalisation_reach", "heatmap_steps_to_solve"):
         assert (out / f"{name}.png").stat().st_size > 10_000 and (out / f"{name}.csv").exists()
     report = (out / "report.md").read_text()
-    assert "## The claims across the crossed grid" in report and "C3 [LSTM, 1 layer, 10/20 digits]" in report
+    assert "## The claims in every stratum of the crossed grid" in report and "C3 [LSTM, 1 layer, 10/20 digits]" in report
+    assert "## Each factor claim as a whole" in report and "## Where more seeds would decide" in report
+    pooled = pd.read_csv(out / "claims_pooled.csv")
+    c3 = pooled[(pooled["claim"] == "C3") & (pooled["measure"] == "steps to solve")]
+    # lr 0.01 is faster in every stratum; lr 0.1 is faster for RNN and GRU but never solves for the LSTM: as a whole
+    # not significant either way over these 12 strata, and the LSTM strata are named where it flips
+    assert set(c3["verdict"]) == {"partly supported"}
+    flips = c3.set_index("pair").loc["lr 0.1 vs lr 0.001", "flips"]
+    assert all(f"LSTM, {crossed_label(n)}" in flips for n in small["layers"])
     assert "### Settings that never solve" in report and "### Who learned the algorithm" in report
     crossed_csv = pd.read_csv(out / "claims_crossed.csv")
-    assert "refuted" in set(crossed_csv["verdict"])
+    assert "mixed" in set(crossed_csv["verdict"])
     assert "### What each factor does" in report and "**cell x layers**" in report
     effects = pd.read_csv(out / "factor_effects.csv").set_index(["factor", "value"])
     lstm = effects.loc[("cell", "LSTM")]  # lr 0.1 never solves: 2 of its 3 lrs solve (as_claimed: all by 1000 here)
-    assert (lstm["solved_hits"], lstm["solved_of"], lstm["carry_top_hits"]) == (24, 36, 0)
-
-
-def test_a_reach_is_coloured_by_its_rung_on_the_ladder_whatever_the_trained_length():
-    from analysis.draw import _rung_index
-
-    assert [_rung_index(r, 10) for r in (10, 100, 1000, 10_000)] == [0, 1, 2, 3]
-    assert [_rung_index(r, 100) for r in (100, 1000, 10_000)] == [0, 2, 3]  # 100 is no further than trained
-    assert [_rung_index(r, 50) for r in (50, 100, 10_000)] == [0, 1, 3]
+    assert (lstm["solved_hits"], lstm["solved_of"], lstm["carry_top_hits"]) == (64, 96, 0)
 
 
 def test_reach_of_an_even_number_of_seeds_is_a_probed_length_most_seeds_reach(world):

@@ -8,13 +8,15 @@ from analysis.stats import LOSS_AREA, STEPS_TO_SOLVE, band, converges_faster
 from tests.analysis_frames import frames, trial
 
 
-def test_band_is_min_max_below_three_seeds_and_a_seeded_bootstrap_from_three():
-    assert band([1.0, 3.0]) == (2.0, 1.0, 3.0, "min-max")
+def test_band_is_the_range_up_to_three_seeds_and_a_seeded_bootstrap_above():
+    assert band([1.0, 3.0]) == (2.0, 1.0, 3.0, "range")
+    assert band([1.0, 5.0, 3.0]) == (3.0, 1.0, 5.0, "range")  # a bootstrap of 3 values is their range: called that
     values = [1.0, 2.0, 6.0, 3.0]
     mean, low, high, kind = band(values)
     assert (mean, kind) == (3.0, "bootstrap95")
     assert 1.0 <= low < mean < high <= 6.0
     assert band(values) == (mean, low, high, kind)  # seeded: the same numbers every call
+    assert band(values[::-1]) == (mean, low, high, kind)  # and whatever the order of the seeds
 
 
 def test_median_band_keeps_unsolved_seeds_infinite():
@@ -31,9 +33,9 @@ def test_curves_mean_band_and_end_markers():
     assert chosen.fixed == {}
     slow = frame[(frame["series"] == 0.001) & (frame["kind"] == "mean")].set_index("step")
     at_200 = history[(history["lr"] == 0.001) & (history["step"] == 200)]["train_loss"]
-    assert slow.loc[200, "value"] == pytest.approx(at_200.mean())
-    assert slow.loc[200, "band"] == "bootstrap95" and slow.loc[200, "n_seeds"] == 3
-    assert slow.loc[500, "n_seeds"] == 2 and slow.loc[500, "band"] == "min-max"  # the ASHA-cut seed ended at 400
+    assert slow.loc[200, "value"] == pytest.approx(10 ** np.log10(at_200).mean())  # a loss: the geometric mean
+    assert slow.loc[200, "band"] == "range" and slow.loc[200, "n_seeds"] == 3
+    assert slow.loc[500, "n_seeds"] == 2 and slow.loc[500, "band"] == "range"  # the ASHA-cut seed ended at 400
     cut = frame[frame["kind"] == "early_stopped"]
     assert cut[["series", "step", "seed"]].values.tolist() == [[0.001, 400, 2]]
     fast = frame[(frame["series"] == 0.01) & (frame["kind"] == "mean")].set_index("step")
@@ -72,17 +74,20 @@ def test_heatmap_median_steps_to_solve_and_unsolved_cells():
     assert np.isnan(slow["median_steps_to_solve"]) and slow["n_solved"] == 1 and slow["high"] == np.inf
 
 
-def test_converges_faster_uses_steps_to_solve_then_the_loss_area_when_neither_solves():
+def test_converges_faster_reports_both_measures_each_with_its_test():
     history, trials = frames([trial(solve_at=s, seed=i, lr=lr) for lr, solves in ((0.01, (200, 300, 300)), (0.001, (600, 700, 700)))
                               for i, s in enumerate(solves)])
     result = converges_faster(history, trials[trials["lr"] == 0.01], trials[trials["lr"] == 0.001])
-    assert result.measure == STEPS_TO_SOLVE and result.winner == "a" and result.a[0] == 300
-    # neither solves within max_steps: the loss that falls faster (larger decay scale -> slower) wins
-    specs = [trial(solve_at=None, seed=i, lr=0.01, max_steps=300) for i in range(3)]
+    steps, loss = result[STEPS_TO_SOLVE], result[LOSS_AREA]
+    assert steps.lower == "a" and steps.a == (300, 200, 300) and steps.p == pytest.approx(0.1)  # 3 vs 3: the floor
+    assert loss.lower == "a" and loss.a[0] < loss.b[0]
+    # neither solves within max_steps: steps to solve tie (both censored), the loss still tells them apart
+    specs = [trial(solve_at=None, seed=i, lr=0.01, max_steps=300) for i in range(3)]  # its loss falls faster
     specs += [trial(solve_at=None, seed=i, lr=0.001, max_steps=600) for i in range(3)]
     history, trials = frames(specs)
     result = converges_faster(history, trials[trials["lr"] == 0.01], trials[trials["lr"] == 0.001])
-    assert result.measure == LOSS_AREA and result.winner == "a" and result.a[0] < result.b[0]
+    assert result[STEPS_TO_SOLVE].lower is None and result[STEPS_TO_SOLVE].p == 1.0
+    assert result[LOSS_AREA].lower == "a"
 
 
 def test_heatmap_leaves_out_cells_run_at_a_single_lr_and_depth():

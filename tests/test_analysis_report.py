@@ -38,4 +38,4 @@ def test_best_configs_rank_by_exact_match_then_steps_to_solve():
     best = best_section(trials, per_length=2)
     table = best.split("<details>")[0]
     assert table.index("| 10 | 0.01 |") < table.index("| 10 | 0.001 |") and "| 10 | 0.1 |" not in table
-    assert "| 10 | 0.01 | 3 | 1.0 | 300 [300, 300] | 3/3 |" in table
+    assert "| 10 | 0.01 | 3 | 1.0 | 300 (300-300) | 3/3 |" in table
