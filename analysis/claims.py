@@ -362,15 +362,16 @@ def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analysis.load import InputError, latest_experiment, load_experiment
+    from analysis.load import InputError, latest_experiment, load_study
 
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", nargs="?", type=Path, help="an experiment folder (default: the most recent one under results/)")
+    parser.add_argument("experiment", nargs="*", type=Path, help="an experiment folder (default: the most recent one under "
+                        "results/), or several read as one study")
     args = parser.parse_args(argv)
     try:
-        experiment = load_experiment(args.experiment or latest_experiment())
+        experiment = load_study(args.experiment or [latest_experiment()])
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
