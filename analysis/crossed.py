@@ -135,7 +135,7 @@ def factor_effects(trials: pd.DataFrame, by: tuple[str, ...]) -> pd.DataFrame:
     rows = []
     for key, group in finished.groupby(list(by), sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        solved = group[group["steps_to_solve"].notna()][group["_solved"]]
+        solved = group[group["_solved"]]
         row = {**dict(zip(by, key)), "configs": group["_config"].nunique(), "adders": len(group),
                **_share("solved", group["_solved"], group["_config"]),
                **_share("carry_trained", solved["_carry_trained"], solved["_config"])}
@@ -272,7 +272,7 @@ def reach_shares(trials: pd.DataFrame) -> pd.DataFrame:
     probed = finished[finished[list(PROBE_COLUMNS[:-2])].notna().all(axis=1)]
     rows = []
     for (cell, layers), group in probed.groupby(["cell", "layers"], sort=True):
-        solved = group
+        solved = group[group["steps_to_solve"].notna()]
         never = len(group) - len(solved)
         for kind in PROBE_KINDS:
             # trained_digits=0: the reach is then the longest probed rung of the unbroken run of passes, 0 for none
