@@ -120,6 +120,20 @@ def test_packed_adam_is_torch_adam_per_member_and_inactive_members_stay_put():
             torch.testing.assert_close(p[i].detach(), q.detach(), rtol=1e-6, atol=1e-7)
 
 
+def test_members_score_carry_chains_and_longer_sums_as_their_solo_runs_do():
+    """3-digit sums at lr 0.03: by step 60 the held-out, carry-chain and twice-as-long exact matches are non-zero
+    and differ from one another, so a member that reported one set's score under another's name would show."""
+    model_cfg = ModelConfig(cell="GRU", layers=1, hidden=32, embed_dim=8)
+    cfgs = [TrainConfig(digits=3, lr=0.03, batch_size=64, steps=100, eval_every=20, eval_size=100, probe_size=50, seed=seed)
+            for seed in (0, 1)]  # fmt: skip
+    pack = list(PackTrainer(model_cfg, cfgs).run())
+    for i, cfg in enumerate(cfgs):
+        packed, solo = _member_curve(pack, i), _curve(Trainer(model_cfg, cfg).run())
+        scores = [(r["val_exact_match"], r["carry_chain_exact_match"], r["longer_exact_match"]) for r in solo]
+        assert any(0 < min(s) and len(set(s)) == 3 for s in scores), scores
+        _assert_same_curve(packed, solo)
+
+
 def test_a_diverging_member_ends_alone_and_the_others_keep_their_curves():
     model_cfg, cfgs = _small_model("GRU"), _configs(steps=30)
     trainer = PackTrainer(model_cfg, cfgs)
