@@ -6,13 +6,14 @@ record is `tune_adder.record`, the settings `tune_adder.settings`: neither impor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import signal
 import socket
 import time
-from typing import Any
+from typing import Any, Iterator
 
 
 from tune_adder import spaces, testhooks
@@ -112,7 +113,8 @@ def _start_ray(s: Settings) -> None:
 
         cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
         _check_fits(s, cpus, gpus)  # before starting anything
-        ray.init(address="local", num_cpus=cpus, num_gpus=gpus, **quiet)
+        with _own_sessions():
+            ray.init(address="local", num_cpus=cpus, num_gpus=gpus, **quiet)
         _private_token()
         return
     quiet.pop("include_dashboard")  # the cluster's dashboard is the cluster's business
@@ -136,6 +138,33 @@ def _private_token() -> None:
     token = os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
     if os.path.isfile(token) and os.stat(token).st_uid == os.getuid():
         os.chmod(token, 0o600)
+
+
+@contextlib.contextmanager
+def _own_sessions() -> Iterator[None]:
+    """While ray.init starts the local Ray, its processes (GCS, raylet, monitors; the raylet's agents and workers
+    follow the raylet) start in sessions of their own, outside the driver's process group.
+
+    `timeout`, `kill -TERM -PGID` and a shell's job control signal a whole process group; Ray 2.60 starts its
+    processes in the driver's, so a group SIGTERM killed the GCS and raylet under the driver as it stopped Tune
+    (a 60 s stall, exit 1, no frames, processes left). Outside it, only the driver hears the signal, stops Tune as
+    Ctrl-C does and shuts Ray down. A killed driver is as before: Ray's kernel fate-sharing ends the GCS, raylet and
+    monitors (the raylet's two agents outlive it, with or without this). Ray has no option for it: its launcher class
+    (`ray._private.services.ConsolePopen`) is swapped for the call.
+    """
+    from ray._private import services
+
+    launcher = services.ConsolePopen
+
+    class OwnSession(launcher):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **{**kwargs, "start_new_session": True})
+
+    services.ConsolePopen = OwnSession
+    try:
+        yield
+    finally:
+        services.ConsolePopen = launcher
 
 
 def _probe(address: str) -> None:

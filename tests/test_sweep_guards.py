@@ -1,0 +1,114 @@
+"""The sweep's guards, on real processes: a SIGTERM to the whole process group of a sweep on its embedded Ray, an
+--address where something other than Ray answers, the Ray token file's mode from its first moment, and the bound
+on the trials one sweep may ask for. Trials are tiny and skip their probes (tests/test_sweep.py's conventions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_ports, gcs_answer, listeners
+from tests.test_sweep import TINY, assert_full_histories, blocked_trials, frames, hook_env, wait_for
+from tune_adder import spaces
+from tune_adder.settings import UsageError
+from tune_adder.sweep import parse_settings
+from tune_adder.testhooks import BLOCK_AT
+
+MAX_TRIALS = 10_000  # per sweep, as the README says
+
+
+def processes() -> dict[int, tuple[str, int, int, int]]:
+    """{pid: (name, parent pid, session id, start time)} of every living process, from /proc (zombies left out)."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                line = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            fields = line.rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ... starttime (the 20th)
+            if fields[0] != "Z":
+                procs[int(entry)] = (line[line.index("(") + 1 : line.rindex(")")], int(fields[1]), int(fields[3]), int(fields[19]))
+    return procs
+
+
+def process_tree(root_pid: int) -> dict[int, tuple[str, int, int]]:
+    """{pid: (name, session id, start time)} of every living descendant of `root_pid` (not itself)."""
+    procs = processes()
+    tree, grown = {root_pid}, True
+    while grown:
+        new = {pid for pid, (_, ppid, _, _) in procs.items() if ppid in tree} - tree
+        tree, grown = tree | new, bool(new)
+    return {pid: (procs[pid][0], procs[pid][2], procs[pid][3]) for pid in tree - {root_pid}}
+
+
+def still_running(started: dict[int, tuple[str, int, int]]) -> list[str]:
+    """Those of `started` that still run (same pid and start time), and any process in one of their sessions."""
+    sessions = {sid for _, sid, _ in started.values()}
+    return sorted(f"{pid} {name}" for pid, (name, _, sid, start) in processes().items()
+                  if (pid in started and started[pid][2] == start) or sid in sessions)  # fmt: skip
+
+
+@pytest.mark.ray
+def test_a_process_group_sigterm_stops_an_embedded_ray_sweep_as_ctrl_c_does_and_a_rerun_finishes_it(tmp_path):
+    """`timeout`, `kill -TERM -PGID` and a shell's job control signal the sweep's whole process group. Its embedded Ray must
+    not die under the driver: the driver stops Tune as Ctrl-C does (exit 130, experiment.json `interrupted`, frames
+    written), shuts its Ray down, and leaves none of the processes it started. The same command then resumes the
+    sweep to its end. Both trials the 2-CPU Ray runs are held at step 20 (test hook) when the signal comes."""
+    storage, gate = tmp_path / "results", tmp_path / "gate"
+    gate.mkdir()
+    args = ["--grid", "quick", "--max-steps", "40", "--eval-every", "20", "--checkpoint-every", "1", "--name", "grouped"]
+    cmd = [sys.executable, "-m", "tune_adder.sweep", *TINY, *args, "--storage", str(storage)]
+    out_file, err_file = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out_file, "w") as stdout, open(err_file, "w") as stderr:
+        proc = subprocess.Popen(cmd, env=hook_env({BLOCK_AT: f"20:{gate}"}, probes=False), cwd=REPO, stdout=stdout,
+                                stderr=stderr, start_new_session=True)  # fmt: skip
+    try:
+        wait_for(lambda: proc.poll() is not None or len(blocked_trials(storage, gate, 20)) == 2, 600, "two trials held at step 20")
+        assert proc.poll() is None, (out_file.read_text()[-2000:], err_file.read_text()[-2000:])
+        started = process_tree(proc.pid)  # the embedded Ray's processes and the trials' workers
+        names = {name for name, _, _ in started.values()}
+        assert {"gcs_server", "raylet"} <= names, names
+        signalled = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)  # the session leader's group: the sweep and whatever shares it
+        proc.wait(timeout=300)
+        took = time.monotonic() - signalled
+    finally:
+        (gate / "release").touch()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out, err = out_file.read_text(), err_file.read_text()
+    assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-3000:])
+    assert took < 60, took  # before: a 60 s stall on the dead GCS, then exit 1
+    assert "Traceback" not in err and "rerun the same command" in out, (out[-2000:], err[-3000:])
+    exp = storage / "grouped"
+    assert json.loads((exp / "experiment.json").read_text())["status"] == "interrupted"
+    history, trials = frames(exp)
+    assert len(history) >= 2 and "running" in set(trials["stop_reason"])
+    # Nothing the sweep started runs on: its Ray's processes and the trials' workers, by pid and by session.
+    deadline = time.monotonic() + 30  # ray.shutdown has ended them; the workers follow their raylet within seconds
+    while still_running(started) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert still_running(started) == [], still_running(started)
+
+    # The same command, no hook, resumes the interrupted sweep and runs every trial to its end.
+    again = subprocess.run(cmd, env=hook_env(None, probes=False), cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, (again.stdout[-2000:], again.stderr[-3000:])
+    assert "resuming" in again.stdout
+    history, trials = frames(exp)
+    assert len(trials) == len(spaces.get_grid("quick").configs) and set(trials["stop_reason"]) == {"completed"}
+    assert_full_histories(history, 20, 40)
+    record = json.loads((exp / "experiment.json").read_text())
+    assert record["status"] == "completed" and len(record["sessions"]) == 2
