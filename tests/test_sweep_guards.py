@@ -112,3 +112,42 @@ def test_a_process_group_sigterm_stops_an_embedded_ray_sweep_as_ctrl_c_does_and_
     assert_full_histories(history, 20, 40)
     record = json.loads((exp / "experiment.json").read_text())
     assert record["status"] == "completed" and len(record["sessions"]) == 2
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def http_server():
+    """A plain HTTP server on a free loopback port: something live at --address that is not Ray."""
+    port = free_ports(1)[0]
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: listening(port), 60, "the HTTP server")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.mark.parametrize("via", ["--address", "RAY_ADDRESS"])
+def test_an_address_where_something_else_answers_exits_2_with_one_line_quickly(via, http_server, tmp_path):
+    """A live port that is not a Ray GCS (the dashboard's 8265 is the likely typo): before, ray.init retried it for
+    ~14 minutes, printing C++ warnings. Also through `--address auto` with RAY_ADDRESS set (as `ray job submit` sets it;
+    `auto` without it would find the Ray of whatever else runs on this machine, so it is not tested here)."""
+    address, env = (http_server, None) if via == "--address" else ("auto", {"RAY_ADDRESS": http_server})
+    cmd = [sys.executable, "-m", "tune_adder.sweep", "--grid", "quick", "--max-steps", "10", "--eval-every", "10", *TINY,
+           "--storage", str(tmp_path / "r"), "--address", address]  # fmt: skip
+    started = time.monotonic()
+    out = subprocess.run(cmd, env=hook_env(env, probes=False), cwd=REPO, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
+    assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-2000:])
+    assert len(out.stderr.strip().splitlines()) == 1 and http_server in out.stderr and "GCS" in out.stderr, out.stderr
+    assert took < 60, took  # the GCS question gives up after 10 s; the rest is Python starting twice
+    assert not (tmp_path / "r").exists()

@@ -12,6 +12,8 @@ import os
 import shlex
 import signal
 import socket
+import subprocess
+import sys
 import time
 from typing import Any, Iterator
 
@@ -44,7 +46,7 @@ from tune_adder.trainable import replay_adder, train_adder, train_pack  # noqa: 
 # A cluster that autoscales from zero workers (cluster/config.yaml) has no room for a trial until the
 # autoscaler adds a node; its head exports this (seconds) so a sweep asks for a node and waits for it.
 NODE_WAIT_ENV = "TUNE_ADDER_NODE_WAIT_S"
-PROBE_TIMEOUT_S = 10  # a TCP connect to --address before Ray is asked to join it
+PROBE_TIMEOUT_S = 10  # for each of two questions to --address before Ray is asked to join it: a TCP connect, a GCS request
 CHECKPOINTS_KEPT = 2  # per trial: the latest and one before it, in case the latest was cut short
 
 
@@ -168,18 +170,57 @@ def _own_sessions() -> Iterator[None]:
 
 
 def _probe(address: str) -> None:
-    """Fail fast when nothing listens at HOST:PORT: ray.init would retry the GCS for many minutes, deaf to signals."""
+    """Fail fast unless a Ray GCS answers at HOST:PORT: ray.init would retry for many minutes, deaf to signals, both
+    where nothing listens and where something else does (the dashboard's 8265 is the likely typo)."""
+    given = f"--address {address!r}"
+    if address == "auto" and os.environ.get("RAY_ADDRESS"):  # what ray.init joins for "auto" (e.g. under `ray job submit`)
+        address = os.environ["RAY_ADDRESS"]
+        given += f" (RAY_ADDRESS {address!r})"
+        if "://" in address:
+            raise UsageError(f"{given}: Ray Client (ray://) is not supported; set RAY_ADDRESS to the head's HOST:PORT")
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
-        return  # "auto" and the like: Ray finds the address itself and fails fast if there is none
+        return  # "auto" without RAY_ADDRESS and the like: Ray finds a running Ray itself, and fails fast if there is none
     host = host.strip("[]")  # [::1]:6379
+    where = "check that a Ray head runs there (`ray status` on it) and that the port is its GCS port (6379 unless set)"
     try:
         socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
     except OSError as e:
-        raise UsageError(
-            f"--address {address!r}: nothing answers at {host} port {port} ({e.strerror or e}); check that a Ray head "
-            "runs there (`ray status` on it), that the port is its GCS port (6379 unless set) and that no firewall is between"
-        ) from None
+        raise UsageError(f"{given}: nothing answers at {host} port {port} ({e.strerror or e}); {where}, and that no firewall is between") from None
+    if not _gcs_answers(address):
+        raise UsageError(f"{given}: {host} port {port} is open but no Ray GCS answers there within {PROBE_TIMEOUT_S} s "
+                         f"(8265 is the dashboard's); {where}")
+
+
+# Ray's GCS client asks the cluster id, ray.init's first request. In a child process: against a port that is not a
+# GCS it retries for 40 s and prints C++ warnings, and a thread stuck in it would hold up the driver's exit.
+_ASK_GCS = """
+import os, sys, threading
+import ray._raylet
+said = []
+def ask():
+    try:
+        ray._raylet.GcsClient(address=sys.argv[1])
+        said.append("answered")
+    except Exception as e:  # an answer too: a GCS that refuses us (a wrong token) fails at once, not after 40 s
+        said.append("refused")
+asking = threading.Thread(target=ask, daemon=True)
+asking.start()
+asking.join(float(sys.argv[2]))
+print(said[0] if said else "silent", flush=True)
+os._exit(0)
+"""
+
+
+def _gcs_answers(address: str) -> bool:
+    """Whether a Ray GCS at HOST:PORT answers a request within PROBE_TIMEOUT_S (the child's Python start aside).
+    Only silence counts against it: a child that could not ask leaves the question to ray.init, as before."""
+    try:
+        asked = subprocess.run([sys.executable, "-c", _ASK_GCS, address, str(PROBE_TIMEOUT_S)], capture_output=True,
+                               text=True, timeout=PROBE_TIMEOUT_S + 60)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return False
+    return asked.stdout.strip() != "silent"
 
 
 def _wait_for_room(s: Settings, wait_s: float) -> None:
