@@ -151,3 +151,45 @@ def test_an_address_where_something_else_answers_exits_2_with_one_line_quickly(v
     assert len(out.stderr.strip().splitlines()) == 1 and http_server in out.stderr and "GCS" in out.stderr, out.stderr
     assert took < 60, took  # the GCS question gives up after 10 s; the rest is Python starting twice
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.ray
+def test_the_ray_token_file_is_private_from_its_first_moment(tmp_path):
+    """A sweep on its embedded Ray with Ray's token auth on, in a fresh HOME: ~/.ray/auth_token is polled from before
+    it exists until the sweep has started, and every look finds it the owner's only (Ray writes it 0644, and the
+    sweep used to chmod it only once Ray was up). Ray then guards its GCS with that very token."""
+    home, storage, gate = tmp_path / "home", tmp_path / "results", tmp_path / "gate"
+    home.mkdir()
+    gate.mkdir()  # trials are held at step 20 until the test is done: the sweep cannot end under it
+    token = home / ".ray" / "auth_token"
+    cmd = [sys.executable, "-m", "tune_adder.sweep", "--grid", "quick", "--max-steps", "20", "--eval-every", "20", *TINY,
+           "--storage", str(storage)]  # fmt: skip
+    out_file = tmp_path / "stdout.txt"
+    with open(out_file, "w") as stdout:
+        env = hook_env({"HOME": str(home), "RAY_AUTH_MODE": None, BLOCK_AT: f"20:{gate}"}, probes=False)
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=stdout, stderr=subprocess.DEVNULL)
+    modes, answer = [], None
+    try:
+        deadline, looks = time.monotonic() + 600, 0
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                modes.append(stat.S_IMODE(token.stat().st_mode))
+            except FileNotFoundError:
+                pass
+            looks += 1
+            if looks % 200 == 0 and "starting sweep" in out_file.read_text():
+                break  # Ray is up and Tune has the sweep: the old chmod had run by now
+            time.sleep(0.0005)
+        assert proc.poll() is None, "the sweep ended before it started"
+        if shutil.which("ss"):
+            gcs = [addr for addr, names in listeners(proc.pid) if "gcs_server" in names]
+            answer = gcs_answer(gcs[0], token.read_text().strip()) if gcs else "no GCS listening"
+    finally:
+        (gate / "release").touch()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=300)
+    assert modes, "the token file never appeared while the sweep started"
+    assert set(modes) == {0o600}, sorted({oct(m) for m in modes})
+    assert stat.S_IMODE((home / ".ray").stat().st_mode) & 0o077 == 0
+    assert answer in (None, "answered"), answer  # None: no `ss` here to find the GCS

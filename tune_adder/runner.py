@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -115,9 +116,9 @@ def _start_ray(s: Settings) -> None:
 
         cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
         _check_fits(s, cpus, gpus)  # before starting anything
+        _private_token()
         with _own_sessions():
             ray.init(address="local", num_cpus=cpus, num_gpus=gpus, **quiet)
-        _private_token()
         return
     quiet.pop("include_dashboard")  # the cluster's dashboard is the cluster's business
     _probe(s.address)
@@ -133,13 +134,27 @@ def _start_ray(s: Settings) -> None:
 
 
 def _private_token() -> None:
-    """Ray 2.60 writes its auth token (~/.ray/auth_token) readable by every user: make it the owner's only.
+    """Create the local Ray's auth token (~/.ray/auth_token) readable by its owner only, before Ray starts.
 
-    The token is what guards the local Ray's ports, which Ray 2.60 opens on every interface (README).
+    The token is what guards the local Ray's ports, which Ray 2.60 opens on every interface (README). Ray writes a
+    missing token readable by every user (the umask's 0644) and reuses one it finds, so the sweep writes it first,
+    0600 from its first moment; one we own that an earlier Ray left readable is made private. Not the umask around
+    ray.init: Ray's processes and the trials would inherit it, and with it owner-only results.
     """
-    token = os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
-    if os.path.isfile(token) and os.stat(token).st_uid == os.getuid():
-        os.chmod(token, 0o600)
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if (mode is not None and mode.lower() != "token") or os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return  # token auth off, or a token Ray takes from elsewhere
+    folder = os.path.join(os.path.expanduser("~"), ".ray")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    token = os.path.join(folder, "auth_token")
+    try:
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if os.stat(token).st_uid == os.getuid():
+            os.chmod(token, 0o600)
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))  # as Ray's own generator: 256 random bits in hex
 
 
 @contextlib.contextmanager
