@@ -193,3 +193,59 @@ def test_the_ray_token_file_is_private_from_its_first_moment(tmp_path):
     assert set(modes) == {0o600}, sorted({oct(m) for m in modes})
     assert stat.S_IMODE((home / ".ray").stat().st_mode) & 0o077 == 0
     assert answer in (None, "answered"), answer  # None: no `ss` here to find the GCS
+
+
+def test_more_trials_than_a_sweep_may_have_exit_2_with_one_line_before_ray_starts(tmp_path):
+    """`--grid quick --seeds 100000` asked for 800,000 trials: a 39 MB tuner.pkl, 100 s before anything ran, Ctrl-C
+    ignored meanwhile. Refused now, naming the count and the limit, before Ray starts or anything is written."""
+    # The limit itself is allowed; one more trial is not, however the trials are asked for.
+    assert parse_settings(["--grid", "quick", "--seeds", str(MAX_TRIALS // 8), "--storage", str(tmp_path)]).seeds == MAX_TRIALS // 8
+    for argv in (["--grid", "quick", "--seeds", str(MAX_TRIALS // 8 + 1)], ["--search", "optuna", "--num-samples", str(MAX_TRIALS + 1)]):
+        with pytest.raises(UsageError, match=f"more than one sweep may run \\({MAX_TRIALS:,}\\)"):
+            parse_settings([*argv, "--storage", str(tmp_path)])
+    cmd = [sys.executable, "-m", "tune_adder.sweep", "--grid", "quick", "--seeds", "100000", "--storage", str(tmp_path / "r")]
+    started = time.monotonic()
+    out = subprocess.run(cmd, env=hook_env(None, probes=False), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-2000:])
+    err = out.stderr.strip()
+    assert len(err.splitlines()) == 1 and "800,000 trials" in err and f"{MAX_TRIALS:,}" in err and "--seeds" in err, err
+    assert time.monotonic() - started < 60 and "ray" not in out.stdout.lower()
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_pack_too_big_for_memory_because_of_its_seeds_says_to_lower_seeds(tmp_path):
+    """`--pack seeds --seeds 5000` trains 5000 adders as one model: it is the seeds, not the held-out sets, that do
+    not fit, and the refusal says so (it used to say only: lower --eval-size)."""
+    with pytest.raises(UsageError) as refused:
+        parse_settings(["--grid", "quick", "--pack", "seeds", "--seeds", "5000", "--storage", str(tmp_path)])
+    advice = str(refused.value).split("; lower ", 1)[1]
+    assert advice.startswith("--seeds"), str(refused.value)
+    assert "--eval-size" not in advice, str(refused.value)  # the held-out sets are a few MB of it
+
+
+@pytest.mark.ray
+def test_a_sweep_at_the_trial_limit_starts_and_stops_on_ctrl_c(tmp_path):
+    """10,000 trials, the most a sweep may have (`--grid quick --seeds 1250`): Ctrl-C while Tune is still setting them
+    up (800,000 used to leave it unheard for 40 s) stops the sweep as always, exit 130 and `interrupted`. Measured on
+    2 busy cores: the first trial ran about 50 s after "starting sweep", and Ctrl-C ended the sweep in 16-18 s."""
+    cmd = [sys.executable, "-m", "tune_adder.sweep", "--grid", "quick", "--seeds", str(MAX_TRIALS // 8), "--max-steps", "20",
+           "--eval-every", "20", *TINY, "--storage", str(tmp_path), "--name", "limit"]  # fmt: skip
+    out_file = tmp_path / "stdout.txt"
+    with open(out_file, "w") as stdout:
+        proc = subprocess.Popen(cmd, env=hook_env(None, probes=False), cwd=REPO, stdout=stdout, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: proc.poll() is not None or "starting sweep limit (10000 trials)" in out_file.read_text(), 300,
+                 "the sweep to start")  # fmt: skip
+        assert proc.poll() is None, out_file.read_text()[-3000:]
+        time.sleep(3)  # into Tune's setup of the trials
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+        took = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (proc.returncode, out_file.read_text()[-3000:])
+    assert took < 60, took
+    assert json.loads((tmp_path / "limit" / "experiment.json").read_text())["status"] == "interrupted"

@@ -21,6 +21,10 @@ from tune_adder import spaces
 from tune_adder.spaces import GRIDS, get_grid
 from tune_adder.storage import Storage
 
+# Trials one sweep may ask for. Tune keeps every trial in the driver and snapshots them every few seconds: 800,000
+# (`--grid quick --seeds 100000`) wrote a 39 MB state and ran nothing for 100 s, deaf to Ctrl-C meanwhile.
+MAX_TRIALS = 10_000
+
 
 MAX_NAME_BYTES = 200  # --name: a folder name, with room for "-old-<time>" (--restart) within the usual 255-byte limit
 
@@ -137,6 +141,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         value = getattr(a, flag)
         _require(value >= 1, f"--{flag.replace('_', '-')} {value} is not valid; it must be >= 1")
     _require(a.first_seed >= 0, f"--first-seed {a.first_seed} is not valid; it must be >= 0")
+    _check_trial_count(a)
     _require(a.cpus_per_trial >= 1, f"--cpus-per-trial {a.cpus_per_trial:g} is not valid; it must be >= 1")
     _require(a.gpus_per_trial >= 0, f"--gpus-per-trial {a.gpus_per_trial:g} is not valid; it must be >= 0 (fractions pack trials)")
     _require(a.gpus_per_trial <= 1 or a.gpus_per_trial.is_integer(), f"--gpus-per-trial {a.gpus_per_trial:g} is not valid; above 1 it must be a whole number")
@@ -226,6 +231,29 @@ def _seed_range(seeds: list[int]) -> str:
     return str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}..{seeds[-1]}"
 
 
+def _check_trial_count(a: argparse.Namespace) -> None:
+    """At most MAX_TRIALS Ray trials per sweep: a pack is one trial, whatever its members."""
+    if a.search == "optuna":
+        n, asked, detail, lower = a.num_samples, f"--num-samples {a.num_samples}", "one per sample", "lower --num-samples"
+    else:
+        configs = _configs_of(a)
+        per_seed = len(spaces.grid_points(configs, [a.first_seed], a.pack))  # with a pack: the sweep's trials
+        n = per_seed * (a.seeds if a.pack == "none" else 1)
+        asked = f"{_space_flag(a)} --seeds {a.seeds}" + ("" if a.pack == "none" else f" --pack {a.pack}")
+        detail = f"{len(configs)} configs x {a.seeds} seeds" if a.pack == "none" else f"{per_seed} packs"
+        many_seeds = a.pack == "none" and a.seeds > 1
+        lower = "lower --seeds (or split the seeds over several sweeps with --first-seed)" if many_seeds else "list fewer configs"
+    _require(n <= MAX_TRIALS, f"{asked}: {n:,} trials ({detail}) is more than one sweep may run ({MAX_TRIALS:,}); {lower}")
+
+
+def _pack_members(a: argparse.Namespace) -> int:
+    """The runs one trial trains as one batched model: 1 without a pack."""
+    members = a.seeds if a.pack != "none" else 1
+    if a.pack == "lr,seeds":
+        members *= len(spaces.SEED_LRS)  # at most the grid's lrs of one config
+    return members
+
+
 def _largest_trial(a: argparse.Namespace) -> tuple[int, str, dict[str, int]]:
     """The estimated peak bytes of the sweep's biggest trial (tune_adder.train.memory_estimate per trial config, times
     the members of a pack), what that trial is, and its parts: the same estimate `python -m tune_adder.train` checks."""
@@ -238,9 +266,7 @@ def _largest_trial(a: argparse.Namespace) -> tuple[int, str, dict[str, int]]:
                     "embed_dim": max(spaces.OPTUNA_EMBED), "batch_size": max(spaces.OPTUNA_BATCH)}]
     else:
         configs = _configs_of(a)
-    members = a.seeds if a.pack != "none" else 1  # a pack trains its members as one batched model
-    if a.pack == "lr,seeds":
-        members *= len(spaces.SEED_LRS)  # at most the grid's lrs of one config
+    members = _pack_members(a)  # a pack trains its members as one batched model
     largest = (0, "", {})
     for config in configs:
         model_cfg, train_cfg, _ = to_configs({**config, **constants})
@@ -268,11 +294,20 @@ def _check_memory(a: argparse.Namespace) -> None:
         return
     gib = lambda n: f"{n / 2**30:.3g} GiB"  # noqa: E731
     detail = ", ".join(f"{k} {gib(v)}" for k, v in parts.items())
-    lower = "--eval-size" + (" or --digits" if a.search == "optuna" else "")
+    # Name what drives the estimate: the pack's members scale its training step and evaluation chunk, --eval-size
+    # (and the length) the held-out sets; a part under a third of the whole is not worth lowering.
+    members, by_members = _pack_members(a), parts["training step"] + parts["evaluation chunk"]
+    lower = []
+    if members > 1 and 3 * by_members >= need:
+        runs = f"{'up to ' if a.pack == 'lr,seeds' else ''}{members} runs"
+        lower.append(f"--seeds (the pack trains its {runs} as one model: its training step and evaluation chunk grow with them)")
+    if not lower or 3 * parts["held-out sets"] >= need:
+        lower.append("--eval-size" + (" or --digits" if a.search == "optuna" else "") + " (the held-out sets take about "
+                     "48 bytes x eval-size x (digits + 1))")
     flags = f"--eval-size {a.eval_size}" if a.search == "grid" else f"--digits {a.digits} with --eval-size {a.eval_size}"
+    flags = flags if members == 1 else f"--pack {a.pack} --seeds {a.seeds} " + flags.replace(" with ", " ")
     raise UsageError(f"{flags}: the sweep's largest trial ({trial}) needs about {gib(need)} of memory "
-                     f"({detail}) but {gib(free)} is free here; lower {lower} (the held-out sets take about "
-                     f"48 bytes x eval-size x (digits + 1))")
+                     f"({detail}) but {gib(free)} is free here; lower {' or '.join(lower)}")
 
 
 def command_line(argv: Sequence[str] | None) -> str:
