@@ -27,6 +27,7 @@ from analysis.report import (  # noqa: E402
     FigureEntry, crossed_section, generalisation_section, more_seeds_section, pooled_section, regressions_section, render,
 )
 from analysis.stats import regressions  # noqa: E402
+from tune_adder.metrics import SOLVED_PATIENCE  # noqa: E402
 from tune_adder.paths import check_can_write_under  # noqa: E402
 
 METRICS = ("train_loss", "val_loss", "val_exact_match")
@@ -152,9 +153,9 @@ def heatmap_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntr
     held = _held(chosen) or "nothing else varied"
     seeds = sorted(frame["n_seeds"].unique())
     count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-    legend = (f"Each square: the median over the {count} seeds of the first evaluated step with exact match 1.0; below "
-              "it [fewest-most]: the range (min-max) of those steps over the seeds, or 'k/n solved' when some seeds "
-              "never solved within max_steps.")
+    legend = (f"Each square: the median over the {count} seeds of the steps to solve (the first of {SOLVED_PATIENCE} "
+              "evaluations in a row with exact match 1.0); below it [fewest-most]: the range (min-max) of those steps "
+              "over the seeds, or 'k/n solved' when some seeds never solved within max_steps.")
     fig = draw.heatmap_figure(frame, f"Steps to solve: lr x layers, per digit length and cell\nheld fixed: {held}",
                               legend)
     save_figure(fig, frame, out, "heatmap_steps_to_solve")

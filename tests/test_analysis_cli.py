@@ -49,7 +49,7 @@ def test_script_writes_figures_csvs_claims_and_report(small_sweep, tmp_path):
     drawn, _ = curves(experiment.history, experiment.trials, "lr", "digits", "train_loss")
     saved = pd.read_csv(out / "fig4_lr_train_loss.csv")
     assert len(saved) == len(drawn) and saved["value"].tolist() == pytest.approx(drawn["value"].tolist())
-    assert set(saved["kind"]) == {"mean", "early_stopped", "diverged"}
+    assert set(saved["kind"]) == {"mean", "seed", "early_stopped", "diverged"}
     report = (out / "report.md").read_text()
     for text in ("## Settings", "## Cost", "| trials | 26 |", "![Seed figure 4: learning rate: train_loss](fig4_lr_train_loss.png)",
                  "| C3 | **", "## Best configs", "skipped: fig5_layers"):
