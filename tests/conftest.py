@@ -69,6 +69,17 @@ def _wait_for_ray(address: str, proc: subprocess.Popen, timeout: float = 300.0) 
     raise RuntimeError(f"Ray at {address} has no CPUs after {timeout:.0f} s")
 
 
+RAY_FIXTURES = ("ray_address", "quick_sweep")  # fixtures that start Ray (the session's cluster, a real sweep)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a RAY_FIXTURES fixture, itself or through another fixture, is marked `ray`, so the fast lane
+    (`-m "not ray"`) never starts Ray; tests that start Ray or a sweep on their own carry the mark in their file."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in RAY_FIXTURES):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def ray_address() -> str:
     """Start a 2-CPU Ray head for the whole session and return its address."""

@@ -26,6 +26,8 @@ from tune_adder.results import load_records
 from tune_adder.storage import Storage
 from tune_adder.testhooks import BLOCK_AT, NO_PROBES
 
+pytestmark = pytest.mark.ray  # starts its own Ray nodes
+
 REPO = Path(__file__).resolve().parents[1]
 NAME, MAX_STEPS, EVAL_EVERY = "lost-node", 30, 5
 BLOCK_STEP = 2 * EVAL_EVERY  # trials wait here (tune_adder.testhooks) until the worker has been crashed

@@ -43,7 +43,7 @@ def _skip_reason() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+pytestmark = [pytest.mark.ray, pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")]
 
 
 def _sh(*cmd: str, timeout: float = 300, check: bool = True, **kw) -> subprocess.CompletedProcess:

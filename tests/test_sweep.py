@@ -429,6 +429,7 @@ def test_restart_and_name_refuse_a_folder_that_is_not_an_experiment(tmp_path, ra
             assert tree(tmp_path) == before, (name, extra)
 
 
+@pytest.mark.ray  # five real sweep commands, refused before Ray starts (they would start sweeps if the checks came late)
 def test_bad_storage_asha_grace_period_and_eval_size_exit_2_before_ray_and_write_nothing(tmp_path):
     """Through the CLI with no --address: a local Ray would start if the checks came late (and a record be left)."""
     (tmp_path / "afile").write_text("x")
@@ -491,6 +492,7 @@ def import_seconds() -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.ray  # a real sweep command, refused when it probes the address
 @pytest.mark.parametrize("address", ["127.0.0.1:{free}", "no-such-host.invalid:6379", "ray://127.0.0.1:10001"])
 def test_unreachable_or_client_address_exits_2_with_one_line_quickly(address, tmp_path):
     address = address.format(free=free_ports(1)[0])  # a port where nothing listens
