@@ -263,7 +263,7 @@ def exact_interval(hits: int, n: int) -> tuple[float, float]:
 
 def reach_shares(trials: pd.DataFrame) -> pd.DataFrame:
     """Per cell, depth, probe kind and rung of REACH_RUNGS, pooled over lr and trained length: how many of the adders
-    that solved their own length (some evaluation with val exact match 1.0) are exact (>= PASS_EXACT_MATCH) at that
+    that solved their own length (val exact match 1.0 at three evaluations in a row) are exact (>= PASS_EXACT_MATCH) at that
     rung and at every shorter one. The trained rung is the last evaluation's exact match at the trained length
     (held-out uniform sums, or the evaluation's carry chains); the probed rungs pass as generalisation.reach passes
     them. Adders that never solved their own length are not in `n`: they are counted in `never_solved` (of `adders`).
@@ -272,7 +272,7 @@ def reach_shares(trials: pd.DataFrame) -> pd.DataFrame:
     probed = finished[finished[list(PROBE_COLUMNS[:-2])].notna().all(axis=1)]
     rows = []
     for (cell, layers), group in probed.groupby(["cell", "layers"], sort=True):
-        solved = group[group["steps_to_solve"].notna()]
+        solved = group[np.isfinite(steps_to_solve(group))]  # sustained where the loader computed it
         never = len(group) - len(solved)
         for kind in PROBE_KINDS:
             # trained_digits=0: the reach is then the longest probed rung of the unbroken run of passes, 0 for none

@@ -162,4 +162,4 @@ def test_out_onto_a_file_or_an_unwritable_place_exits_2_before_any_work(small_sw
 def test_claims_script_help_is_help(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "analysis" / "claims.py"), "--help"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "usage:" in done.stdout and "[experiment]" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and "usage:" in done.stdout and "[experiment ...]" in done.stdout, done.stdout + done.stderr
