@@ -136,6 +136,7 @@ def http_server():
         proc.wait()
 
 
+@pytest.mark.ray  # a real sweep command (about 20 s): not the fast lane
 @pytest.mark.parametrize("via", ["--address", "RAY_ADDRESS"])
 def test_an_address_where_something_else_answers_exits_2_with_one_line_quickly(via, http_server, tmp_path):
     """A live port that is not a Ray GCS (the dashboard's 8265 is the likely typo): before, ray.init retried it for

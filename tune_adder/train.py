@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _train(args, model_cfg, train_cfg)
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's code for it, not a traceback
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)  # the progress bar holds the line: start a new one
         return INTERRUPTED_EXIT
 
 
