@@ -29,10 +29,13 @@ def world():
     return frames(grid(lstm_fails_at_lr_01, eval_every=50, **AXES))
 
 
+SMALL = {**AXES, "digits": (10, 20)}  # crossed, and quick to analyse
+
+
 @pytest.fixture(scope="module")
 def world8():
-    """The same world with enough seeds that its verdicts can be decided."""
-    return frames(grid(lstm_fails_at_lr_01, seeds=SEEDS, eval_every=50, **AXES))
+    """The same world at 10 and 20 digits with enough seeds that its verdicts can be decided."""
+    return frames(grid(lstm_fails_at_lr_01, seeds=SEEDS, eval_every=50, **SMALL))
 
 
 def test_a_full_factorial_is_crossed_and_a_one_factor_grid_is_not(world):
@@ -43,13 +46,14 @@ def test_a_full_factorial_is_crossed_and_a_one_factor_grid_is_not(world):
     assert not crossed.is_crossed(holes)
 
 
+@pytest.mark.slow
 def test_claims_are_rechecked_where_the_seed_never_looked(world8):
     results = {r.claim: r for r in crossed.crossed_claims(*world8)}
     assert not {"C2", "C4", "C6"} & set(results)  # the seed's own settings live in the main table
     for n in AXES["layers"]:  # lr 0.1 fails for the LSTM at every depth while lr 0.01 wins: C3 mixed there
-        assert results[f"C3 [LSTM, {crossed_label(n)}, 10/20/50/100 digits]"].verdict == "mixed"
-        assert results[f"C3 [RNN, {crossed_label(n)}, 10/20/50/100 digits]"].verdict == "supported"
-        gru = results[f"C3 [GRU, {crossed_label(n)}, 10/20/50/100 digits]"].verdict
+        assert results[f"C3 [LSTM, {crossed_label(n)}, 10/20 digits]"].verdict == "mixed"
+        assert results[f"C3 [RNN, {crossed_label(n)}, 10/20 digits]"].verdict == "supported"
+        gru = results[f"C3 [GRU, {crossed_label(n)}, 10/20 digits]"].verdict
         assert gru == "supported" if n > 1 else gru == "mixed"  # 1 layer: lr 0.1 fails 7 of 8 seeds at 10 digits
     assert results["C6 [GRU, 2 layers, lr 0.01]"].verdict == "supported"
     assert results["C2 [LSTM, 2 layers, lr 0.01]"].verdict == "supported"
@@ -116,6 +120,7 @@ def test_unprobed_trials_are_left_out_of_the_reach(world):
     assert not crossed.has_probes(world[1])
 
 
+@pytest.mark.slow
 def test_plot_script_on_a_crossed_sweep_writes_the_crossed_report_and_the_reach_figure(world, tmp_path):
     folder = tmp_path / "crossed"
     small = {**AXES, "digits": (10, 20), "layers": (1, 2)}  # crossed, and quick to analyse

@@ -43,6 +43,7 @@ def _claims(history, trials) -> pd.DataFrame:
     return claims_frame(check_claims(history, trials)).sort_values("claim").reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_relabelling_runs_within_a_setting_changes_no_verdict_and_no_number(study):
     """Seed labels, trial ids and row order carry no information: every verdict, p-value and interval stays."""
     history, trials = study
@@ -53,6 +54,7 @@ def test_relabelling_runs_within_a_setting_changes_no_verdict_and_no_number(stud
         pd.testing.assert_frame_equal(before, after)
 
 
+@pytest.mark.slow
 def test_relabelling_changes_no_pooled_factor_answer(study):
     from analysis.crossed import pooled_claims
 
