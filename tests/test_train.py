@@ -292,3 +292,27 @@ def test_cli_ctrl_c_is_one_line_and_exit_130_not_a_traceback(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
     assert err.strip().splitlines()[-1] == "python -m tune_adder.train: interrupted", err[-2000:]
     assert out == b"" and not (tmp_path / "state.pt").exists()
+
+
+def test_cli_threads_sets_torchs_cpu_threads(capsys):
+    """README: --threads (default 1) sets PyTorch's CPU threads."""
+    from tune_adder.train import main
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["--digits", "2", "--steps", "10", "--eval-every", "10", "--eval-size", "20", "--threads", "3"]) == 0
+        assert torch.get_num_threads() == 3
+        assert main(["--digits", "2", "--steps", "10", "--eval-every", "10", "--eval-size", "20"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_json_line_writes_non_finite_values_as_null():
+    """README: --json writes non-finite values (a diverged run's loss) as null, so the line is strict JSON."""
+    import json
+
+    from tune_adder.train import _json_safe
+
+    row = _json_safe({"train_loss": float("nan"), "val_loss": float("inf"), "val_exact_match": 0.5, "step": 10})
+    assert json.loads(json.dumps(row, allow_nan=False)) == {"train_loss": None, "val_loss": None, "val_exact_match": 0.5, "step": 10}
