@@ -136,8 +136,12 @@ def quick_sweep(tmp_path_factory) -> dict:
         deadline = time.time() + 600
         while not list(gate.glob("*.blocked")) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        if proc.poll() is None and shutil.which("ss"):
+        network["held"] = bool(list(gate.glob("*.blocked"))) and proc.poll() is None  # the hook fired, the sweep runs
+        network["driver_pid"] = proc.pid
+        if network["held"] and shutil.which("ss"):
             network["listeners"] = listeners(proc.pid)
+            network["owners"] = listeners(proc.pid, with_pids=True)
+            network["http"] = [address for address, _ in network["listeners"] if answers_http(address)]
             gcs = [addr for addr, names in network["listeners"] if "gcs_server" in names]
             token_file = home / ".ray" / "auth_token"
             token = token_file.read_text().strip() if token_file.is_file() else ""
@@ -151,8 +155,9 @@ def quick_sweep(tmp_path_factory) -> dict:
             "experiment": storage / "quick-fifo-seeds2-steps60"}  # fmt: skip
 
 
-def listeners(root_pid: int) -> list[tuple[str, list[str]]]:
-    """(local address:port, owning process names) of every TCP socket that `root_pid` or a descendant listens on."""
+def listeners(root_pid: int, with_pids: bool = False) -> list[tuple[str, list]]:
+    """(local address:port, owning process names, or (name, pid) pairs with `with_pids`) of every TCP socket that
+    `root_pid` or a descendant listens on."""
     import re
 
     parent = {}
@@ -170,8 +175,25 @@ def listeners(root_pid: int) -> list[tuple[str, list[str]]]:
     for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=30).stdout.splitlines():
         owners = re.findall(r'\("([^"]+)",pid=(\d+)', line)
         if any(int(pid) in tree for _, pid in owners):
-            out.append((line.split()[3], sorted({name for name, _ in owners})))
+            shown = {(name, int(pid)) for name, pid in owners} if with_pids else {name for name, _ in owners}
+            out.append((line.split()[3], sorted(shown)))
     return out
+
+
+def answers_http(address: str) -> bool:
+    """Whether a plain HTTP GET to `address` (ss's local address, '*:PORT' or 'HOST:PORT') gets an HTTP status line:
+    Ray's gRPC ports do not answer HTTP/1.1, the dashboard does."""
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    host = "127.0.0.1" if host in ("*", "[::]", "0.0.0.0") else host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            conn.settimeout(2)
+            return conn.recv(16).startswith(b"HTTP/")
+    except OSError:
+        return False
 
 
 def gcs_answer(address: str, token: str | None) -> str:
