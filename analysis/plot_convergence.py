@@ -240,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: --out {out}: cannot write the figures there: {err}", file=sys.stderr)
         return 2
-    print(f"experiment: {experiment.path} ({len(experiment.trials)} trials)")
+    folders = experiment.settings.get("merged_from")
+    shown = f"{len(folders)} folders read as one study, first {experiment.path}" if folders else str(experiment.path)
+    print(f"experiment: {shown} ({len(experiment.trials)} trials)")
     for note in experiment.notes:
         print(f"note: {note}")
     out.mkdir(parents=True, exist_ok=True)

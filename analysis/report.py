@@ -260,7 +260,7 @@ def generalisation_section(shares: pd.DataFrame, min_seeds: int) -> str:
     table = carry.pivot_table(index=["digits", "lr", "layers", "cell", "seeds", "solved", "regressed"], columns="rung",
                               values="value", aggfunc="first", sort=False)
     order = [c for c in ("trained", "100", "1,000", "10,000") if c in table.columns]
-    table = table[order].reset_index().rename_axis(columns=None)
+    table = table[order].fillna("-").reset_index().rename_axis(columns=None)  # "-": no such rung (trained at 100)
     return (f"## Generalisation per config ({min_seeds}+ seeds)\n\nOf the seeds that solved their trained length (three "
             "evaluations in a row), how many add carry chains (a carry through every digit) exactly at each rung, and at "
             "every shorter rung: hits/solved = share [exact 95% interval]. Probe sizes per rung: 256 sums at the trained "

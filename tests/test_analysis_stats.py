@@ -110,3 +110,22 @@ def test_share_interval_is_exact_clopper_pearson():
     share, low, high = share_interval(3, 3)
     assert share == 1 and high == 1 and low == pytest.approx(0.025 ** (1 / 3))
     assert share_interval(0, 10)[1] == 0
+
+
+def test_several_folders_are_one_study_with_each_run_once(tmp_path):
+    """The full study plus extra seeds run later: a run (config and seed) in two folders counts once, trial ids the
+    folders share are kept apart, and the merged frames carry every other run."""
+    from analysis.load import load_study
+    from tests.analysis_frames import grid, write_experiment
+
+    first = write_experiment(tmp_path / "first", grid(lambda c: 300, seeds=(0, 1, 2), digits=(10, 20)))
+    # the second folder repeats seed 2 (a copy) and adds seeds 3, 4; its trial ids t0000.. collide with the first's
+    second = write_experiment(tmp_path / "second", grid(lambda c: 500, seeds=(2, 3, 4), digits=(10, 20)))
+    study = load_study([first, second])
+    assert len(study.trials) == 2 * 5 and study.trials["trial_id"].is_unique
+    assert sorted(study.trials.groupby("digits")["seed"].apply(list).iloc[0]) == [0, 1, 2, 3, 4]
+    seed2 = study.trials[study.trials["seed"] == 2]
+    assert (seed2["steps_to_solve"] == 300).all()  # the first folder's run, not the repeat
+    assert any("2 runs already in an earlier folder" in n for n in study.notes)
+    assert set(study.history["trial_id"]) == set(study.trials["trial_id"])
+    assert len(study.settings["merged_from"]) == 2
