@@ -111,7 +111,9 @@ def more_seeds(results: list[ClaimResult], trials: pd.DataFrame, shares: pd.Data
 def sweep_commands(wanted: pd.DataFrame, trials: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(file name, configs) per group of settings that need the same new seeds, with the command that trains them:
     seeds from one past the largest seed the study has, so no run is repeated."""
-    first = int(trials["seed"].max()) + 1
+    if wanted.empty:
+        return []
+    first = int(trials["seed"].max()) + 1 if len(trials) else 0
     groups = []
     for (now, want), group in wanted.groupby(["seeds_now", "seeds_wanted"], sort=True):
         name = f"more_seeds_{now}to{want}.csv"
