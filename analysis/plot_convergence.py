@@ -218,7 +218,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", nargs="*", type=Path,
                         help=f"an experiment folder (default: the most recent one under {DEFAULT_STORAGE}/), or several "
-                             "read as one study (each run once), e.g. data/full-seeds3 data/more-seeds/*")
+                             "read as one study (each run once), e.g. data/full-seeds3 data/more-seeds/*/")
     parser.add_argument("--out", type=Path, help="output folder (default: EXPERIMENT_DIR/analysis; with several "
                                                   "folders, FIRST_DIR/analysis-study)")
     parser.add_argument("--metric", choices=METRICS, default="train_loss", help="what the curves show (default: train_loss)")
