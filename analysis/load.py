@@ -106,7 +106,8 @@ def load_experiment(path: Path) -> Experiment:
     """Load and validate an experiment folder; raise InputError with one line if it is unusable."""
     path = Path(path)
     if not path.is_dir():
-        raise InputError(f"experiment folder '{path}' does not exist")
+        what = "is a file, not an experiment folder" if path.exists() else "does not exist"
+        raise InputError(f"experiment folder '{path}' {what}: give the folder that holds {TRIALS_FILE}")
     notes: list[str] = []
     trials = _read_frame(path / TRIALS_FILE, tuple(c for c in TRIAL_COLUMNS if c not in PROBE_COLUMNS))
     if not set(PROBE_COLUMNS) <= set(trials.columns):

@@ -175,7 +175,9 @@ def _pooled(trials: pd.DataFrame, columns: tuple[str, ...]) -> str:
 
 def reach_figure(experiment, out: Path, skipped: list[str]) -> list[FigureEntry]:
     if not crossed.has_probes(experiment.trials):
-        skipped.append("generalisation_reach: no finished trial has length-generalisation probes (the sweep predates them)")
+        finished = (~experiment.trials["stop_reason"].isin(UNFINISHED)).sum()
+        why = "no trial has finished yet" if finished == 0 else "the sweep predates them, or its trials were cut before the end"
+        skipped.append(f"generalisation_reach: no finished trial has length-generalisation probes ({why})")
         return []
     frame = crossed.reach_shares(experiment.trials)
     pooled = _pooled(experiment.trials, ("lr", "digits", "seed"))

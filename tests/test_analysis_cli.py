@@ -97,6 +97,7 @@ def _no_rows(folder: Path) -> Path:
 
 BAD_INPUTS = [
     (lambda p: p / "missing", "does not exist"),
+    (lambda p: (p / "trials.parquet").write_text("x") and p / "trials.parquet", "is a file, not an experiment folder"),
     (lambda p: (p / "empty").mkdir() or p / "empty", "missing trials.parquet"),
     (_corrupt, "corrupt or not parquet"),
     (_corrupt_history, "history.parquet' as parquet"),
@@ -104,7 +105,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("make, message", BAD_INPUTS, ids=["missing-dir", "empty-dir", "corrupt-parquet", "corrupt-history", "no-rows"])
+@pytest.mark.parametrize("make, message", BAD_INPUTS, ids=["missing-dir", "a-file", "empty-dir", "corrupt-parquet", "corrupt-history", "no-rows"])
 def test_bad_experiment_folder_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, make, message):
     folder = make(tmp_path)
     before = sorted(tmp_path.rglob("*"))
