@@ -16,7 +16,8 @@ from tune_adder.metrics import CARRY_CHAIN_METRIC, PROBE_COLUMNS, PROBE_KINDS, P
 from analysis.claims import UNFINISHED, ClaimResult, check_c2, check_c3, check_c4, check_c6
 from analysis.extract import select, series_label, varied
 from analysis.stats import (
-    LOSS_AREA, N_RESAMPLES, RNG_SEED, STEPS_TO_SOLVE, censored_pair, holm, loss_areas, share_band, steps_to_solve,
+    LOSS_AREA, N_RESAMPLES, RNG_SEED, STEPS_TO_SOLVE, censored_pair, holm, loss_areas, share_band, share_interval,
+    steps_to_solve,
 )
 
 FACTORS = ("cell", "lr", "layers")  # what a crossed grid crosses at every digit length
@@ -251,16 +252,6 @@ TRAINED_EXACT = {"uniform": "final_val_exact_match", "carry_chain": f"final_{CAR
 SHARE_COLUMNS = ("cell", "layers", "kind", "rung", "hits", "n", "share", "low", "high", "never_solved", "adders")
 
 
-def exact_interval(hits: int, n: int) -> tuple[float, float]:
-    """The exact (Clopper-Pearson) 95% interval of a share hits / n; NaN for a share of nothing."""
-    from scipy.stats import binomtest
-
-    if n == 0:
-        return float("nan"), float("nan")
-    ci = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="exact")
-    return float(ci.low), float(ci.high)
-
-
 def reach_shares(trials: pd.DataFrame) -> pd.DataFrame:
     """Per cell, depth, probe kind and rung of REACH_RUNGS, pooled over lr and trained length: how many of the adders
     that solved their own length (val exact match 1.0 at three evaluations in a row) are exact (>= PASS_EXACT_MATCH) at that
@@ -281,7 +272,7 @@ def reach_shares(trials: pd.DataFrame) -> pd.DataFrame:
             for rung in REACH_RUNGS:
                 passed = at_trained if rung == "trained" else at_trained & (ladder >= int(rung))
                 hits, n = int(passed.sum()), len(solved)
-                low, high = exact_interval(hits, n)
+                _, low, high = share_interval(hits, n)
                 rows.append(dict(cell=cell, layers=layers, kind=kind, rung=rung, hits=hits, n=n,
                                  share=hits / n if n else float("nan"), low=low, high=high, never_solved=never,
                                  adders=len(group)))

@@ -69,8 +69,7 @@ def generalisation_by_config(trials: pd.DataFrame, history: pd.DataFrame | None 
     (sustained), how many are exact (>= 0.99) there and at every shorter rung, with the exact 95% interval."""
     rows = []
     for key, group in trials.groupby(list(SETTING_KEY), sort=True):
-        solved_mask = np.isfinite(steps_to_solve(group, history)) if history is not None else np.isfinite(steps_to_solve(group))
-        solved = group[solved_mask]
+        solved = group[np.isfinite(steps_to_solve(group, history))]
         regressed = int((solved["final_val_exact_match"].astype(float) < 1.0).sum())
         for kind, trained_metric in (("carry_chain", f"final_{CARRY_CHAIN_METRIC}"), ("uniform", "final_val_exact_match")):
             passing = solved[trained_metric].astype(float).to_numpy() >= generalisation.PASS_EXACT_MATCH
@@ -103,8 +102,7 @@ def uncertain_shares(shares: pd.DataFrame) -> pd.DataFrame:
 def more_seeds(results: list[ClaimResult], trials: pd.DataFrame, shares: pd.DataFrame | None) -> pd.DataFrame:
     """Every setting more seeds would decide, with how many it has and how many it needs (the larger ask wins)."""
     parts = [undecided_settings(results, trials)] + ([uncertain_shares(shares)] if shares is not None else [])
-    rows = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else parts[0]
-    merged = _merge(rows.to_dict("records"))
+    merged = _merge([row for part in parts for row in part.to_dict("records")])
     return merged[merged["seeds_wanted"] > merged["seeds_now"]].reset_index(drop=True)
 
 

@@ -121,7 +121,7 @@ def load_experiment(path: Path) -> Experiment:
     return Experiment(path, history, trials, _read_settings(path / SETTINGS_FILE, notes), notes)
 
 
-RUN_KEY = [c for c in ("digits", "lr", "layers", "cell", "hidden", "embed_dim", "batch_size", "base", "seed")]
+RUN_KEY = ["digits", "lr", "layers", "cell", "hidden", "embed_dim", "batch_size", "base", "seed"]  # what makes a run
 
 
 def load_study(paths: list[Path]) -> Experiment:

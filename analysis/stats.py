@@ -19,14 +19,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from tune_adder.frames import ends_solved
 from tune_adder.metrics import METRIC, SOLVED_PATIENCE, STEP, TRIAL_ID
+from tune_adder.replay import solved_prefix, step_spacing
 
 MIN_SEEDS = 3  # fewer seeds than this: point estimates only ("suggested")
 ALPHA = 0.05  # two-sided, after Holm's correction within a claim
 N_RESAMPLES = 9999  # bootstrap resamples
 PERMUTATIONS = 20000  # a permutation test enumerates every split up to this many (8 vs 8 seeds: 12,870), else samples
 RNG_SEED = 0
-N_BOOT, BOOT_SEED = N_RESAMPLES, RNG_SEED  # the names the figures' bootstraps use
 CONFIDENCE = 0.95
 STEPS_TO_SOLVE = "steps to solve"
 LOSS_AREA = "mean log10 train loss"
@@ -135,17 +136,9 @@ def share_interval(hits: int, n: int) -> tuple[float, float, float]:
 
 def solved_streak_start(exact_match) -> float:
     """The first step of the first SOLVED_PATIENCE evaluations in a row at exact match 1.0 (inf if none), given a
-    trial's (step, exact match) pairs in step order."""
-    streak_start, streak = np.inf, 0
-    for step, value in exact_match:
-        if value == 1.0:
-            streak_start = step if streak == 0 else streak_start
-            streak += 1
-            if streak == SOLVED_PATIENCE:
-                return float(streak_start)
-        else:
-            streak = 0
-    return np.inf
+    trial's (step, exact match) pairs in step order: where the trainer's --stop-when-solved streak began."""
+    prefix = solved_prefix([{STEP: step, METRIC: value} for step, value in exact_match])
+    return float(prefix[-SOLVED_PATIENCE][STEP]) if ends_solved(prefix) else np.inf
 
 
 def sustained_solve(history: pd.DataFrame) -> pd.Series:
@@ -169,13 +162,6 @@ def steps_to_solve(trials: pd.DataFrame, history: pd.DataFrame | None = None) ->
     else:
         values = trials["steps_to_solve"].astype(float).fillna(np.inf).to_numpy()
     return values
-
-
-def _eval_every(history: pd.DataFrame | None) -> float:
-    if history is None or history.empty:
-        return 0.0
-    gaps = history.sort_values([TRIAL_ID, STEP]).groupby(TRIAL_ID)[STEP].diff().dropna()
-    return float(gaps.median()) if len(gaps) else 0.0
 
 
 def regressions(history: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
@@ -213,7 +199,8 @@ def censored_pair(history: pd.DataFrame | None, a: pd.DataFrame, b: pd.DataFrame
     """Sustained steps to solve of two settings, a never-solved seed on either side at one shared value: the larger
     max_steps plus one evaluation (so two settings that never solve tie, whatever their budgets)."""
     va, vb = steps_to_solve(a, history), steps_to_solve(b, history)
-    cap = float(pd.concat([a, b])["max_steps"].max()) + (_eval_every(history) if history is not None else 50.0)
+    spacing = step_spacing(history) if history is not None and len(history) else None
+    cap = float(pd.concat([a, b])["max_steps"].max()) + (spacing or 50.0)
     return np.where(np.isfinite(va), va, cap), np.where(np.isfinite(vb), vb, cap)
 
 

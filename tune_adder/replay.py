@@ -57,7 +57,7 @@ class Recording:
         if open_trials.any():
             raise ReplayError(f"--replay {str(path)!r}: {int(open_trials.sum())} trials did not finish (running or error); "
                               "replay needs a finished sweep")
-        eval_every = settings.get("eval_every") or _step_spacing(history)
+        eval_every = settings.get("eval_every") or step_spacing(history)
         rec = cls(path, settings, eval_every, int(trials["max_steps"].max()))
         by_trial = {tid: group.sort_values(STEP) for tid, group in history.groupby(TRIAL_ID)}
         for row in trials.to_dict("records"):
@@ -134,7 +134,7 @@ def solved_prefix(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return reports
 
 
-def _step_spacing(history: pd.DataFrame) -> int | None:
+def step_spacing(history: pd.DataFrame) -> int | None:
     """The evaluation interval a dataset without experiment.json was recorded at: the commonest gap between a trial's
     evaluations, counted from step 0 and leaving out its last gap (a run's last evaluation comes at max_steps, which
     may be sooner)."""
