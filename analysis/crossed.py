@@ -14,7 +14,7 @@ from tune_adder import generalisation
 from tune_adder.metrics import CARRY_CHAIN_METRIC, PROBE_COLUMNS, PROBE_KINDS, PROBE_LADDER
 
 from analysis.claims import UNFINISHED, ClaimResult, check_c2, check_c3, check_c4, check_c6
-from analysis.extract import select, series_label, varied
+from analysis.extract import probed_trials, select, series_label, varied
 from analysis.stats import (
     LOSS_AREA, N_RESAMPLES, RNG_SEED, STEPS_TO_SOLVE, censored_pair, holm, loss_areas, share_band, share_interval,
     steps_to_solve,
@@ -71,7 +71,7 @@ def has_probes(trials: pd.DataFrame) -> bool:
 def trial_reach(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per probed trial and probe kind: how far that adder generalises on that kind of sum (the
     longest rung up to which every rung passes, the trained length if none)."""
-    probed = trials[trials[list(PROBE_COLUMNS[:-2])].notna().all(axis=1)]
+    probed = probed_trials(trials)
     rows = [dict(cell=row["cell"], digits=row["digits"], lr=row["lr"], layers=row["layers"], seed=row["seed"], kind=kind,
                  reach=generalisation.reach(row, int(row["digits"]), kinds=(kind,)))
             for row in probed.to_dict("records") for kind in PROBE_KINDS]
@@ -260,7 +260,7 @@ def reach_shares(trials: pd.DataFrame) -> pd.DataFrame:
     them. Adders that never solved their own length are not in `n`: they are counted in `never_solved` (of `adders`).
     Finished, probed trials only. Interval: exact Clopper-Pearson 95% over the `n` adders as independent."""
     finished = trials[~trials["stop_reason"].isin(UNFINISHED)]
-    probed = finished[finished[list(PROBE_COLUMNS[:-2])].notna().all(axis=1)]
+    probed = probed_trials(finished)
     rows = []
     for (cell, layers), group in probed.groupby(["cell", "layers"], sort=True):
         solved = group[np.isfinite(steps_to_solve(group))]  # sustained where the loader computed it

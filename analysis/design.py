@@ -15,6 +15,7 @@ from tune_adder import generalisation
 from tune_adder.metrics import CARRY_CHAIN_METRIC, PROBE_LADDER
 
 from analysis.claims import SETTING_KEY, ClaimResult
+from analysis.extract import probed_trials
 from analysis.stats import ALPHA, min_p_value, share_interval, steps_to_solve
 
 UNDECIDED = ("undecidable", "inconclusive")
@@ -74,11 +75,12 @@ def generalisation_by_config(trials: pd.DataFrame, history: pd.DataFrame | None 
         for kind, trained_metric in (("carry_chain", f"final_{CARRY_CHAIN_METRIC}"), ("uniform", "final_val_exact_match")):
             passing = solved[trained_metric].astype(float).to_numpy() >= generalisation.PASS_EXACT_MATCH
             rungs = [("trained", passing)]
+            unprobed = solved.empty or probed_trials(solved).empty  # a sweep that predates the probes
             for n in PROBE_LADDER:
                 if n <= key[0]:
                     continue
                 column = f"probe_{kind}_{n}"
-                if column not in solved or solved[column].isna().all():
+                if unprobed or column not in solved:
                     break
                 passing = passing & (solved[column].astype(float).to_numpy() >= generalisation.PASS_EXACT_MATCH)
                 rungs.append((f"{n:,}", passing))

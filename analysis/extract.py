@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from tune_adder.metrics import CONFIG_COLUMNS, STEP, TRIAL_ID
+from tune_adder.metrics import CONFIG_COLUMNS, PROBE_KINDS, PROBE_LADDER, STEP, TRIAL_ID, probe_column
 
 from analysis.stats import CONFIDENCE, band, steps_to_solve
 
@@ -31,6 +31,15 @@ class Slice:
 
     fixed: dict
     notes: list[str] = field(default_factory=list)
+
+
+def probed_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials that ran their length-generalisation probes: both first-rung columns measured. A kind's higher
+    rungs are NaN after its first failing rung (tune_adder/probes.py), which generalisation.reach reads as a fail."""
+    first = [probe_column(kind, PROBE_LADDER[0]) for kind in PROBE_KINDS]
+    if not set(first) <= set(trials.columns):
+        return trials.iloc[0:0]
+    return trials[trials[first].notna().all(axis=1)]
 
 
 def _matches(column: pd.Series, value) -> pd.Series:

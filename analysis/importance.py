@@ -10,9 +10,9 @@ import pandas as pd
 from optuna.distributions import CategoricalDistribution
 
 from tune_adder import generalisation
-from tune_adder.metrics import PROBE_COLUMNS, PROBE_LADDER
+from tune_adder.metrics import PROBE_LADDER
 
-from analysis.extract import UNFINISHED
+from analysis.extract import UNFINISHED, probed_trials
 from analysis.stats import steps_to_solve
 
 FACTORS = ("digits", "lr", "layers", "cell")  # what a crossed grid crosses
@@ -37,7 +37,7 @@ def measures(trials: pd.DataFrame) -> dict[str, pd.Series]:
     finished = trials[~trials["stop_reason"].isin(UNFINISHED)]
     solve = pd.Series(steps_to_solve(finished), index=finished.index)  # +inf: never solved
     censored = solve.where(np.isfinite(solve), finished["max_steps"].astype(float) + CENSOR_AFTER)
-    probed = finished[finished[list(PROBE_COLUMNS[:-2])].notna().all(axis=1)]
+    probed = probed_trials(finished)
     reach = pd.Series([generalisation.reach(row, int(row["digits"]), kinds=("carry_chain",))
                        for row in probed.to_dict("records")], index=probed.index, dtype=float)
     return {STEPS: censored, CARRY_REACH: np.log10(reach), CARRY_TOP: (reach >= PROBE_LADDER[-1]).astype(float)}

@@ -203,3 +203,39 @@ def test_a_share_interval_resamples_configs_not_seeds():
     share, low, high = share_band([3, 0], [3, 3])
     assert (share, low, high) == (0.5, 0.0, 1.0)
     assert share_band([2], [3]) == (2 / 3, 2 / 3, 2 / 3)
+
+
+def _stop_ladders(trials: pd.DataFrame) -> pd.DataFrame:
+    """The probe columns as today's trainer records them: each kind's rungs above its first failing rung are NaN."""
+    from tune_adder import generalisation
+    from tune_adder.metrics import PROBE_KINDS, PROBE_LADDER
+
+    stopped = trials.copy()
+    for kind in PROBE_KINDS:
+        failed = pd.Series(False, index=stopped.index)
+        for n in PROBE_LADDER:
+            column = probe_column(kind, n)
+            stopped.loc[failed, column] = np.nan
+            failed |= ~stopped[column].map(generalisation.passes)
+    return stopped
+
+
+def test_ladders_stopped_at_their_first_failing_rung_give_every_generalisation_answer_unchanged():
+    """The committed study probed every rung; a sweep now stops a kind at its first failing rung (issue 18 item 17).
+    The reach, the per-config shares, the pooled shares, the factor effects and the importance measures must read
+    both the same: a NaN above a failed rung is a fail, not a trial left unprobed."""
+    from pathlib import Path
+
+    from analysis import design, importance
+    from analysis.load import load_experiment
+
+    e = load_experiment(Path(__file__).resolve().parents[1] / "data" / "full-seeds3")
+    stopped = _stop_ladders(e.trials)
+    assert stopped[list(PROBE_COLUMNS[:-2])].isna().sum().sum() > 500  # the masking bites: most adders fail early
+    for name, answer in [("reach_frame", crossed.reach_frame), ("reach_table", crossed.reach_table),
+                         ("reach_shares", crossed.reach_shares),
+                         ("factor_effects", lambda t: crossed.factor_effects(t, ("cell", "layers"))),
+                         ("generalisation_by_config", lambda t: design.generalisation_by_config(t, e.history))]:
+        pd.testing.assert_frame_equal(answer(stopped), answer(e.trials), obj=name)
+    for name, values in importance.measures(e.trials).items():
+        pd.testing.assert_series_equal(importance.measures(stopped)[name], values, obj=name)

@@ -48,14 +48,6 @@ def test_an_exact_adder_generalises_to_the_top_of_the_ladder():
     assert set(result) == set(metrics.PROBE_COLUMNS)
 
 
-def test_an_adder_without_carries_fails_the_carry_chains_and_stays_at_its_length():
-    trainer = _hand_set_adder(carry=False)
-    result = trainer.probe()
-    assert all(result[metrics.probe_column("carry_chain", n)] == 0.0 for n in metrics.PROBE_LADDER)
-    assert result[metrics.GENERALISES_TO] == trainer.train_cfg.digits
-    assert result[metrics.GENERALISES_BEYOND] is False
-
-
 def _probes(passing: dict[int, tuple[float, float]]) -> dict[str, float]:
     return {
         metrics.probe_column(kind, n): value
@@ -122,3 +114,31 @@ def _check_rungs(rows: dict[int, int], to_int) -> None:
         assert sums == to_int(batch.total), (kind, n)
         if kind == "carry_chain":
             assert set(sums) == {10**n}, n
+
+
+def test_a_kind_stops_climbing_at_its_first_failing_rung_and_the_other_kind_goes_on():
+    """Issue 18 item 17: an adder that fails a rung cannot extend its reach past it, so the ladder above it is not
+    paid for: the carry chains stop at 100 digits (NaN above), the uniform sums climb on; the first rung of
+    each kind is always probed."""
+    asked, sets = [], probes.probe_sets(10)
+
+    def score(batch):
+        kind, length = next(key for key, probe in sets.items() if torch.equal(probe.a, batch.a) and torch.equal(probe.b, batch.b))
+        asked.append((kind, length))
+        return 0.5 if kind == "carry_chain" else 1.0
+
+    found = probes.run_probes(score, 10, torch.device("cpu"))
+    assert sorted(asked) == sorted([("carry_chain", 100), ("uniform", 100), ("uniform", 1_000), ("uniform", 10_000)])
+    assert list(found) == list(metrics.PROBE_COLUMNS[:-2])
+    assert found["probe_carry_chain_100"] == 0.5
+    assert all(found[metrics.probe_column("carry_chain", n)] != found[metrics.probe_column("carry_chain", n)] for n in (1_000, 10_000))
+    assert all(found[metrics.probe_column("uniform", n)] == 1.0 for n in metrics.PROBE_LADDER)
+
+
+def test_an_adder_without_carries_is_probed_only_on_the_first_rung_of_carry_chains():
+    trainer = _hand_set_adder(carry=False)
+    result = trainer.probe()
+    assert result["probe_carry_chain_100"] == 0.0
+    assert all(result[metrics.probe_column("carry_chain", n)] != result[metrics.probe_column("carry_chain", n)]
+               for n in (1_000, 10_000))  # NaN: not probed
+    assert result[metrics.GENERALISES_TO] == trainer.train_cfg.digits

@@ -14,7 +14,8 @@ from tune_adder import metrics
 PASS_EXACT_MATCH = 0.99
 
 
-def _passes(value) -> bool:
+def passes(value) -> bool:
+    """An exact match that passes a rung; a missing or NaN one (not probed) does not."""
     try:
         return value is not None and not math.isnan(float(value)) and float(value) >= PASS_EXACT_MATCH
     except (TypeError, ValueError):  # pandas' NA and other non-numbers: not probed
@@ -25,7 +26,7 @@ def reach(probes: Mapping, trained_digits: int, kinds: tuple[str, ...] = metrics
     """The longest rung up to which every rung passes on every one of `kinds`; the trained length if none."""
     result = int(trained_digits)
     for length in metrics.PROBE_LADDER:
-        if not all(_passes(probes.get(metrics.probe_column(kind, length))) for kind in kinds):
+        if not all(passes(probes.get(metrics.probe_column(kind, length))) for kind in kinds):
             break
         result = max(result, length)
     return result

@@ -344,13 +344,14 @@ def _float_or_raw(text: str):
         return text
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that refuses bad input in one line (exit 2), no usage dump: readable in logs and CI."""
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="python -m tune_adder.train", description="Train one adder and print its final metrics.")
+    p = OneLineParser(prog="python -m tune_adder.train", description="Train one adder and print its final metrics.")
     m, t = ModelConfig(), TrainConfig()
     p.add_argument("--digits", type=_int_or_raw, default=t.digits, help="operand length (default %(default)s)")
     p.add_argument("--base", type=_int_or_raw, default=m.base, help="number base, 2..16 (default %(default)s)")
