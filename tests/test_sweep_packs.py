@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.test_sweep import frames, only_experiment, raw_reports, sweep
+from tests.test_sweep import assert_probe_ladders, frames, only_experiment, raw_reports, sweep
 from tune_adder import spaces
 from tune_adder.configs import to_configs
-from tune_adder.metrics import EVAL_METRICS, MEMBERS, PROBE_COLUMNS
+from tune_adder.metrics import EVAL_METRICS, MEMBERS
 from tune_adder.train import fit
 
 torch.set_num_threads(1)  # the solo curves below: on a busy 2-core box more threads spin (tests/test_train.py does the same)
@@ -52,7 +52,8 @@ def test_pack_seeds_frames_are_one_trial_per_config_and_seed_with_solo_curves(tm
     configs = spaces.get_grid("quick").configs
     assert len(trials) == 2 * len(configs) and trials["trial_id"].is_unique
     assert sorted(trials["seed"].value_counts().to_dict().items()) == [(s, len(configs)) for s in range(2)]
-    assert set(trials["stop_reason"]) == {"completed"} and trials[list(PROBE_COLUMNS)].notna().all().all()
+    assert set(trials["stop_reason"]) == {"completed"}
+    assert_probe_ladders(trials)
     assert len(history) == 2 * len(trials)
     assert_solo_curves(history, trials, picks=list(trials.index))
     # Ray saw one trial per config; each report's metrics are the mean over its members.

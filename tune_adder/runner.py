@@ -7,6 +7,7 @@ record is `tune_adder.record`, the settings `tune_adder.settings`: neither impor
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -73,7 +74,7 @@ def run(s: Settings, command: str) -> int:
         tuner = _restore_tuner(s, storage) if resume else _new_tuner(s, storage)
         record = start_record(s, command, record if resume else None, ray.__version__)  # once the Tuner is built: no record of a failed start
         storage.write_json(storage.path(s.name, EXPERIMENT_FILE), record)
-        print(f"{'resuming' if resume else 'starting'} sweep {s.name} ({record['num_trials']} trials) in {exp_path}", flush=True)
+        print(f"{'resuming' if resume else 'starting'} sweep {s.name} ({record['num_trials']} trials) in {storage.uri_of(s.name)}", flush=True)
         testhooks.announce()  # a stray TUNE_ADDER_TEST_* export would make trials fail or block: say so
         session_start = time.time()
         try:
@@ -480,8 +481,11 @@ def _print_summary(storage: Storage, name: str, record: dict[str, Any]) -> None:
     print(f"best configs by {METRIC} (then fewest steps to solve):")
     print(best_trials(trials)[columns].to_string(index=False))
     exp_path = storage.path(name)
-    print(f"\nresults: {exp_path}/{HISTORY_FILE} (every evaluation), {exp_path}/{TRIALS_FILE} (one row per trial)")
-    print(f"plot them: python analysis/plot_convergence.py {shlex.quote(exp_path)}")  # pastable, spaces and all
+    print(f"\nresults: {storage.uri_of(name, HISTORY_FILE)} (every evaluation), {storage.uri_of(name, TRIALS_FILE)} (one row per trial)")
+    if not storage.is_local:  # the analysis reads local folders: copy the experiment here first, with pyarrow's own copy
+        code = f"import pyarrow.fs; pyarrow.fs.copy_files({json.dumps(storage.uri_of(name))}, {json.dumps(name)})"
+        print(f"copy them here: python -c {shlex.quote(code)}")
+    print(f"plot them: python analysis/plot_convergence.py {shlex.quote(exp_path if storage.is_local else name)}")  # pastable, spaces and all
     failed = trials[trials["status"] == ERROR]
     if len(failed):
         print(f"{len(failed)} trials failed (stop_reason error); their logs:")

@@ -52,6 +52,14 @@ class Storage:
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    def uri_of(self, *parts: str) -> str:
+        """What a user can paste to reach `parts` under the root: the local path, or the URI with its query kept
+        (s3://bucket/prefix/NAME?endpoint_override=...), not the filesystem's bare bucket path."""
+        if self.is_local:
+            return self.path(*parts)
+        base, _, query = self.uri.partition("?")
+        return "/".join([base.rstrip("/"), *parts]) + (f"?{query}" if query else "")
+
     def exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 

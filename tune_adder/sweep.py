@@ -99,9 +99,11 @@ def default_name(s: dict[str, Any]) -> str:
 def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     """Parse and validate the command line; every problem is a UsageError naming the flag, value and what is valid."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    _require(bool(argv), f"say what to run, e.g. --grid quick (8 short trials); grids: {', '.join(GRIDS)} (--grid full "
-             "is the 144-config study, hours); or --configs CSV or --search optuna; --help lists every flag")
+    what_to_run = (f"say what to run, e.g. --grid quick (8 short trials); grids: {', '.join(GRIDS)} (--grid full is the "
+                   "144-config study, hours); or --configs CSV or --search optuna; --help lists every flag")
+    _require(bool(argv), what_to_run)
     a = build_parser().parse_args(argv)
+    no_grid_named = a.grid is None  # a grid search must name one: refused below, once the other flags are checked
     _require(a.search in SEARCHES, f"--search {a.search!r} is not valid; choose one of: {', '.join(SEARCHES)}")
     _require(a.scheduler in SCHEDULERS, f"--scheduler {a.scheduler!r} is not valid; choose one of: {', '.join(SCHEDULERS)}")
     if a.search == "optuna":
@@ -167,6 +169,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     if a.replay is not None:
         _check_replay(a)
     _check_memory(a)
+    # A grid search names its grid (or --configs): none named is a slip (hours of the full grid), not a choice.
+    _require(a.search != "grid" or a.configs is not None or not no_grid_named, what_to_run)
     values = vars(a)
     values["name"] = a.name or default_name(values)
     _check_name(values["name"])
