@@ -1,0 +1,229 @@
+"""Retrain the study's adders from their recorded config and seed, check each evaluation against the recorded
+history, and measure their margin profiles and per-layer carry probes (issue 19); one output row per adder.
+
+    nice python analysis/mechanism_retrain.py data/full-seeds3 data/more-seeds/*/ --digits 10,20 \
+        --out ~/runs/margins/margins.parquet
+
+Resumable: adders already in --out are skipped, and each new row is written atomically (temp file + rename).
+CPU, one thread, as the committed study trained. Training is deterministic per seed on one machine, but another
+CPU rounds differently (an AMD EPYC here vs the study's Intel Xeon: val_loss differs by ~1e-7 from the first
+evaluation on), so every evaluation is checked against the recorded history and the retrained adder's own probe
+ladder is measured too: the margins describe the retrained adder, which may differ from the recorded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+if __package__ in (None, ""):  # run as a script: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tune_adder import margins  # noqa: E402
+from tune_adder.configs import to_configs  # noqa: E402
+from tune_adder.data import carry_chain_batch, make_batch  # noqa: E402
+from tune_adder.train import Trainer  # noqa: E402
+
+CONFIG_KEYS = ("digits", "lr", "layers", "cell", "hidden", "embed_dim", "batch_size", "base", "seed", "max_steps")
+# Each evaluation of the retrained adder is compared with the recorded row on these (exact float equality).
+CHECKED = ("val_exact_match", "val_loss", "train_loss", "val_digit_acc", "carry_chain_exact_match", "longer_exact_match")
+MARGIN_SEED = 20261201  # the long sums of the margin profile and the probe, the same for every adder
+KEY = ("experiment", "trial_id")
+
+
+def long_sums(digits: int, base: int, factor: int, chains: int, uniform: int, probe_rows: int) -> dict:
+    """The fixed sums of one trained length: carry chains and uniform sums of factor x digits, and uniform sums
+    of the trained length to fit the carry probe on."""
+    rng = torch.Generator().manual_seed(MARGIN_SEED + digits)
+    return {
+        "chain": carry_chain_batch(chains, factor * digits, base=base, generator=rng),
+        "uniform": make_batch(uniform, factor * digits, base=base, split="uniform", generator=rng),
+        "probe_train": make_batch(probe_rows, digits, base=base, split="uniform", generator=rng),
+    }
+
+
+def retrain(row: pd.Series, settings: dict) -> tuple[Trainer, list]:
+    config = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in CONFIG_KEYS}
+    config |= {"eval_every": int(settings.get("eval_every", 50)), "eval_size": int(settings.get("eval_size", 2000))}
+    model_cfg, train_cfg, _ = to_configs(config)
+    trainer = Trainer(model_cfg, train_cfg, device="cpu")
+    return trainer, list(trainer.run())
+
+
+def compare(evals: list, recorded: pd.DataFrame) -> dict:
+    """How the retrained evaluations match the recorded history rows of the trial (exact equality per column)."""
+    recorded = recorded.sort_values("step").set_index("step")
+    steps = [e.step for e in evals]
+    out = {"retrain_evals": len(evals), "recorded_evals": len(recorded),
+           "retrain_same_steps": steps == list(recorded.index)}
+    mismatched, first = 0, math.nan
+    for e in evals:
+        if e.step not in recorded.index:
+            mismatched += 1
+            first = e.step if math.isnan(first) else first
+            continue
+        rec = recorded.loc[e.step]
+        if any(getattr(e, c) != rec[c] for c in CHECKED):
+            mismatched += 1
+            first = e.step if math.isnan(first) else first
+    out["retrain_mismatched_evals"] = mismatched
+    out["retrain_first_mismatch_step"] = first
+    common = [e for e in evals if e.step in recorded.index]
+    for c in ("val_loss", "val_exact_match"):
+        diffs = [abs(getattr(e, c) - recorded.loc[e.step, c]) for e in common]
+        out[f"retrain_max_abs_diff_{c}"] = float(max(diffs)) if diffs else math.nan
+    out["retrain_matched"] = bool(out["retrain_same_steps"] and mismatched == 0)
+    return out
+
+
+def profile_columns(model, sums: dict, digits: int) -> dict:
+    out = {}
+    for kind in ("chain", "uniform"):
+        profile = margins.margin_profile(model, sums[kind])
+        out |= margins.summarise(profile, digits, prefix=f"{kind}_")
+        out[f"{kind}_worst_profile"] = profile.worst.double().numpy().round(5).tolist()
+        out[f"{kind}_median_profile"] = profile.median.double().numpy().round(5).tolist()
+        out[f"{kind}_first_wrong"] = profile.first_wrong.tolist()
+    return out
+
+
+def carry_probe_columns(model, sums: dict, digits: int, base: int) -> dict:
+    """Per layer k (1 = bottom) and state (h; c for LSTMs): a logistic probe of the carry handed on, fitted on
+    uniform sums of the trained length, scored along long carry chains and uniform sums."""
+    model.eval()
+    train = sums["probe_train"]
+    fit_states = margins.layer_states(model, train.a, train.b)
+    scored = {kind: (margins.layer_states(model, sums[kind].a, sums[kind].b), margins.carry_in(sums[kind], base))
+              for kind in ("chain", "uniform")}
+    out = {}
+    for k, layer in enumerate(fit_states):
+        for state in layer:
+            name = f"carry_l{k + 1}_{state}"
+            train_x, train_y = margins.handed_on(layer[state], margins.carry_in(train, base))
+            try:
+                probe = margins.fit_carry_probe(train_x, train_y)
+            except ValueError:
+                continue
+            out[f"{name}_train_acc"] = float((margins.probe_margins(probe, train_x, train_y) > 0).mean())
+            for kind, (states, carries) in scored.items():
+                found = margins.probe_margins(probe, *margins.handed_on(states[k][state], carries))  # (rows, T-1)
+                beyond = found[:, digits:]  # handed to positions > digits: beyond the trained sums
+                out[f"{name}_{kind}_acc"] = float((found > 0).mean())
+                out[f"{name}_{kind}_acc_beyond"] = float((beyond > 0).mean())
+                out[f"{name}_{kind}_margin_median_beyond"] = float(np.median(beyond))
+                out[f"{name}_{kind}_margin_worst_beyond"] = float(beyond.min())
+                if kind == "chain":
+                    out[f"{name}_chain_acc_profile"] = (found > 0).mean(axis=0).round(4).tolist()
+                    out[f"{name}_chain_median_margin_profile"] = np.median(found, axis=0).round(4).tolist()
+    return out
+
+
+def write_atomic(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def todo(folders: list[Path], digits: set[int] | None, cells: set[str] | None, layers: set[int] | None) -> list:
+    """(experiment name, settings, trial row, recorded history) for every selected adder, cheapest first."""
+    found = []
+    for folder in folders:
+        settings = json.loads((folder / "experiment.json").read_text()) if (folder / "experiment.json").exists() else {}
+        trials, history = pd.read_parquet(folder / "trials.parquet"), pd.read_parquet(folder / "history.parquet")
+        by_trial = dict(tuple(history.groupby("trial_id")))
+        for _, row in trials.iterrows():
+            if (digits and row["digits"] not in digits) or (cells and row["cell"] not in cells) \
+                    or (layers and row["layers"] not in layers):
+                continue
+            found.append((folder.name, settings, row, by_trial.get(row["trial_id"], history.iloc[:0])))
+    found.sort(key=lambda t: (t[2]["digits"], t[2]["layers"], t[2]["cell"] != "RNN", t[0], t[2]["trial_id"]))
+    return found
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    out_path = Path(args.out).expanduser()
+    done = pd.read_parquet(out_path) if out_path.exists() else pd.DataFrame(columns=list(KEY))
+    done_keys = set(zip(done["experiment"], done["trial_id"]))
+    parse = lambda text, cast: {cast(x) for x in text.split(",")} if text else None  # noqa: E731
+    work = todo([Path(f) for f in args.folders], parse(args.digits, int), parse(args.cells, str), parse(args.layers, int))
+    work = [w for w in work if (w[0], w[2]["trial_id"]) not in done_keys]
+    if args.limit is not None:
+        work = work[: args.limit]
+    print(f"{len(done_keys)} adders already in {out_path}; {len(work)} to do", flush=True)
+    version, sums_of = code_version(), {}
+    for i, (experiment, settings, row, recorded) in enumerate(work, 1):
+        started = time.perf_counter()
+        trainer, evals = retrain(row, settings)
+        trained_s = time.perf_counter() - started
+        check = compare(evals, recorded)
+        digits, base = int(row["digits"]), int(row["base"])
+        key = (digits, base)
+        if key not in sums_of:
+            sums_of[key] = long_sums(digits, base, args.factor, args.chains, args.uniform, args.probe_rows)
+        ladder = {f"retrained_{k}": v for k, v in trainer.probe().items()} if args.ladder else {}
+        final = {f"retrained_final_{k}": getattr(evals[-1], k) for k in ("val_exact_match", "val_loss", "carry_chain_exact_match")}
+        model = trainer.model.eval()
+        measured = ladder | final | profile_columns(model, sums_of[key], digits) | carry_probe_columns(model, sums_of[key], digits, base)
+        new = {"experiment": experiment, **row.to_dict(), **check, "retrain_s": round(trained_s, 2),
+               "measure_s": round(time.perf_counter() - started - trained_s, 2), "factor": args.factor,
+               "chains": args.chains, "uniform_rows": args.uniform, "code_version": version, **measured}
+        done = pd.concat([done, pd.DataFrame([new])], ignore_index=True) if len(done) else pd.DataFrame([new])
+        write_atomic(done, out_path)
+        status = "matched" if check["retrain_matched"] else (
+            f"MISMATCH: {check['retrain_mismatched_evals']}/{check['retrain_evals']} evals differ from step "
+            f"{check['retrain_first_mismatch_step']}, max |d val_loss| {check['retrain_max_abs_diff_val_loss']:.3g}")
+        print(f"[{i}/{len(work)}] {experiment} {row['trial_id']} d{digits} {row['cell']}x{row['layers']} lr {row['lr']} "
+              f"seed {row['seed']}: retrain {status} ({trained_s:.0f} s + {new['measure_s']:.0f} s); chain plateau "
+              f"{measured['chain_plateau_margin']:.2f}, decay {measured['chain_decay_per_decade']:.2f}/decade, "
+              f"first wrong min {measured['chain_first_wrong_min']}; generalises_to recorded {row['generalises_to']}, retrained "
+              f"{measured.get('retrained_generalises_to')}",
+              flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="+", help="experiment folders holding trials.parquet, history.parquet, experiment.json")
+    p.add_argument("--out", required=True, help="output parquet (one row per adder); resumed if it exists")
+    p.add_argument("--digits", help="only these trained lengths, e.g. 10,20")
+    p.add_argument("--cells", help="only these cells, e.g. RNN,GRU")
+    p.add_argument("--layers", help="only these depths, e.g. 1,2")
+    p.add_argument("--limit", type=int, help="at most this many adders in this run")
+    p.add_argument("--factor", type=int, default=10, help="long sums are factor x the trained length (default %(default)s)")
+    p.add_argument("--chains", type=int, default=64, help="carry chains per adder (default %(default)s)")
+    p.add_argument("--uniform", type=int, default=256, help="long uniform sums per adder (default %(default)s)")
+    p.add_argument("--probe-rows", type=int, default=512, help="trained-length sums the carry probe is fitted on (default %(default)s)")
+    p.add_argument("--no-ladder", dest="ladder", action="store_false",
+                   help="skip the retrained adder's own probe ladder (100 / 1,000 / 10,000 digits, seconds per adder)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s: as the study trained)")
+    run(p.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
