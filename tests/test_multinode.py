@@ -13,15 +13,17 @@ import json
 import os
 import shutil
 import subprocess
+import queue
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from ray_nodes import start_cluster
+from ray_nodes import FAST_FAILURE_ENV, start_cluster, start_node
 from tune_adder.results import load_records
 from tune_adder.storage import Storage
 from tune_adder.testhooks import BLOCK_AT, NO_PROBES
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.ray  # starts its own Ray nodes
 
 REPO = Path(__file__).resolve().parents[1]
 NAME, MAX_STEPS, EVAL_EVERY = "lost-node", 30, 5
+NODE_WAIT_ENV = "TUNE_ADDER_NODE_WAIT_S"  # README's name for it (tune_adder.runner.NODE_WAIT_ENV)
 BLOCK_STEP = 2 * EVAL_EVERY  # trials wait here (tune_adder.testhooks) until the worker has been crashed
 # The quick grid's 8 configs, few steps, a checkpoint at every evaluation, retries for the lost trials; no
 # length-generalisation probes (seconds per trial; tests/test_sweep.py checks them).
@@ -73,7 +76,7 @@ def lost_node_sweep():
         assert proc.returncode == 0, out[-4000:]
         records = load_records(Storage.from_arg(str(tmp / "storage")), NAME)  # every report, repeats included
         yield {"folder": tmp / "storage" / NAME, "names": names, "victim": victim, "out": out,
-               "reports": {r.trial_id: r.reports for r in records}}
+               "reports": {r.trial_id: r.reports for r in records}, "address": address, "tmp": tmp, "nodes": nodes}
     finally:
         (gate / "release").touch()
         if proc.poll() is None:
@@ -108,3 +111,52 @@ def test_sweep_survives_losing_a_worker_node(lost_node_sweep):
     on_head = [s for n, s in steps if n == "head"]
     assert on_worker and on_head and steps[-1] == ("head", MAX_STEPS), steps
     assert max(on_worker) == BLOCK_STEP and on_head[0] == BLOCK_STEP + EVAL_EVERY, (steps, lost_node_sweep["out"][-2000:])
+
+
+def test_a_sweep_waits_for_a_node_that_can_hold_its_trial_and_runs_there(lost_node_sweep, tmp_path):
+    """README, cluster step 6: on a cluster too small for one trial, the sweep asks the autoscaler for a node and
+    waits up to TUNE_ADDER_NODE_WAIT_S. Here the cluster is the head's 2 CPUs (its worker was crashed above) and the
+    trial wants 3. With a 1 s wait and no node: the wait is announced, then exit 2 with one line naming the flag.
+    With a long wait, the test plays the autoscaler: once the sweep says it waits, a 4-CPU node joins, and the
+    trial runs on that node."""
+    address, tmp = lost_node_sweep["address"], lost_node_sweep["tmp"]
+    configs = tmp_path / "one.csv"
+    configs.write_text("digits,lr,layers,cell\n3,0.03,1,RNN\n")
+    cmd = [sys.executable, "-m", "tune_adder.sweep", "--configs", str(configs), "--max-steps", "10", "--eval-every", "5",
+           "--eval-size", "50", "--cpus-per-trial", "3", "--address", address, "--storage", str(tmp_path / "storage")]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", NO_PROBES: "1"}
+
+    short = subprocess.run([*cmd, "--name", "no-node"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env={**env, NODE_WAIT_ENV: "1"})  # fmt: skip
+    assert short.returncode == 2, short.stdout[-2000:] + short.stderr[-2000:]
+    assert "waiting up to 1 s for the autoscaler" in short.stdout, short.stdout[-2000:]
+    (line,) = short.stderr.strip().splitlines()[-1:]
+    assert "--cpus-per-trial 3" in line and "2 CPU" in line and "Traceback" not in short.stderr, short.stderr[-2000:]
+
+    proc = subprocess.Popen([*cmd, "--name", "late-node"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**env, NODE_WAIT_ENV: "300"})  # fmt: skip
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    said, deadline = [], time.monotonic() + 300
+    try:
+        while not any("waiting up to 300 s" in x for x in said):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(said)[-3000:]
+            try:
+                said.append(lines.get(timeout=1))
+            except queue.Empty:
+                pass
+        node = start_node("late", [f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=4", "--num-gpus=0",
+                                   f"--resources={json.dumps({'late': 1})}"], tmp, {"RAY_AUTH_MODE": "disabled", **FAST_FAILURE_ENV})
+        lost_node_sweep["nodes"].append(node)  # stopped with the cluster
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.5)  # the reader thread drains what is left
+    while not lines.empty():
+        said.append(lines.get())
+    assert proc.returncode == 0, "".join(said)[-3000:]
+    (trial,) = (tmp_path / "storage" / "late-node").glob("train_*/result.json")
+    reports = [json.loads(x) for x in trial.read_text().splitlines() if x.strip()]
+    assert reports and {r["node_id"] for r in reports} == {node.node_id()}, reports[-1]
