@@ -1,0 +1,146 @@
+"""Predict each adder's carry-chain rung (100 / 1,000 / 10,000 digits) from its margin profile up to 3x the trained
+length, and check the prediction against the measured ladder (issue 19 item 2); also the per-layer carry probe.
+
+    python analysis/mechanism_predict.py ~/runs/margins/margins.parquet
+
+Reads the rows analysis/mechanism_retrain.py wrote. A rung is "passed" as tune_adder.generalisation has it (exact
+match >= 0.99, NaN = not probed = fail); the measured rung is the top of the unbroken run of passes from 100 digits,
+0 if 100 fails. Prints markdown: share on the right rung, the confusion table and Spearman's rho, against the
+ladder the study recorded and against the retrained adder's own ladder (the same adder the margins describe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tune_adder import generalisation, metrics  # noqa: E402
+
+RUNGS = (0,) + metrics.PROBE_LADDER  # 0: fails the first rung
+HORIZON = 3  # the predictor sees positions up to HORIZON x the trained length
+THRESHOLD = 0.0  # a rung is predicted to pass while the extrapolated worst margin stays above this
+
+
+def measured_rung(row: pd.Series | dict, prefix: str = "") -> int:
+    """The top rung of the unbroken run of carry-chain passes from the bottom of the ladder; 0 if the first fails."""
+    rung = 0
+    for length in metrics.PROBE_LADDER:
+        if not generalisation.passes(row.get(f"{prefix}{metrics.probe_column('carry_chain', length)}")):
+            break
+        rung = length
+    return rung
+
+
+def window(worst_profile, digits: int, horizon: int = HORIZON) -> np.ndarray:
+    """The worst margins at positions digits+1 .. horizon*digits: beyond the trained sums, within the horizon."""
+    return np.asarray(worst_profile, dtype=np.float64)[digits + 1 : horizon * digits + 1]
+
+
+def predicted_rung(worst_profile, digits: int, horizon: int = HORIZON, threshold: float = THRESHOLD) -> int:
+    """Extrapolate the worst margin seen up to horizon x digits to each rung, and predict the rung passes while it
+    stays above `threshold`.
+
+    The level is the lowest worst margin in the window (a chain already wrong there fails at once); the trend is
+    the least-squares slope against log10(position + 1) over the window, counted only when negative (a margin
+    that grows is not extrapolated upwards): margin(L) = level + min(slope, 0) * (log10(L + 1) - log10(end + 1)).
+    """
+    w = window(worst_profile, digits, horizon)
+    level = float(w.min())
+    start = digits + 1
+    x = np.log10(np.arange(start, start + w.size) + 1.0)
+    slope = float(np.polyfit(x, w, 1)[0]) if w.size >= 2 else 0.0
+    end = np.log10(horizon * digits + 1.0)
+    rung = 0
+    for length in metrics.PROBE_LADDER:
+        if level + min(slope, 0.0) * (np.log10(length + 1.0) - end) <= threshold:
+            break
+        rung = length
+    return rung
+
+
+def agreement(predicted: pd.Series, measured: pd.Series) -> dict:
+    """Share on the right rung, Spearman's rho (NaN when either side is constant) and the confusion table."""
+    right = float((predicted == measured).mean())
+    rho = stats.spearmanr(predicted, measured).statistic if predicted.nunique() > 1 and measured.nunique() > 1 else math.nan
+    table = pd.crosstab(measured.rename("measured"), predicted.rename("predicted")).reindex(
+        index=list(RUNGS), columns=list(RUNGS), fill_value=0)
+    return {"n": int(len(predicted)), "right": right, "spearman": float(rho), "confusion": table}
+
+
+def carry_by_layer(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean over adders, per cell x depth and layer (and state), of the carry probe's accuracy and median margin
+    along carry chains beyond the trained length, and its accuracy on uniform sums beyond it."""
+    rows = []
+    for (cell, layers), group in frame.groupby(["cell", "layers"]):
+        for k in range(1, int(layers) + 1):
+            for state in ("h", "c"):
+                name = f"carry_l{k}_{state}"
+                if f"{name}_chain_acc_beyond" not in group or group[f"{name}_chain_acc_beyond"].isna().all():
+                    continue
+                rows.append({"cell": cell, "layers": layers, "layer": k, "state": state, "adders": len(group),
+                             "chain_acc_beyond": group[f"{name}_chain_acc_beyond"].mean(),
+                             "chain_margin_median_beyond": group[f"{name}_chain_margin_median_beyond"].median(),
+                             "uniform_acc_beyond": group[f"{name}_uniform_acc_beyond"].mean()})
+    return pd.DataFrame(rows)
+
+
+def predictions(frame: pd.DataFrame, horizon: int = HORIZON, threshold: float = THRESHOLD) -> pd.DataFrame:
+    out = frame[["experiment", "trial_id", "digits", "cell", "layers", "lr", "seed"]].copy()
+    out["predicted"] = [predicted_rung(p, int(d), horizon, threshold) for p, d in zip(frame["chain_worst_profile"], frame["digits"])]
+    out["recorded"] = [measured_rung(r) for _, r in frame.iterrows()]
+    if "retrained_probe_carry_chain_100" in frame:
+        out["retrained"] = [measured_rung(r, "retrained_") for _, r in frame.iterrows()]
+    return out
+
+
+def markdown(frame: pd.DataFrame, index: bool = True, digits: int = 3) -> str:
+    """A pipe table (pandas' to_markdown needs tabulate, which this project does not depend on)."""
+    frame = frame.reset_index() if index else frame
+    cell = lambda v: f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _report(name: str, found: dict) -> str:
+    table = found["confusion"].rename(index=lambda r: f"measured {r}", columns=lambda c: f"pred {c}")
+    return (f"### against the {name} ladder: {found['n']} adders, right rung {found['right']:.1%}, "
+            f"Spearman rho {found['spearman']:.3f}\n\n{markdown(table.rename_axis(None, axis=1))}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("margins", help="the parquet analysis/mechanism_retrain.py wrote")
+    p.add_argument("--horizon", type=int, default=HORIZON, help="x the trained length the predictor sees (default %(default)s)")
+    p.add_argument("--threshold", type=float, default=THRESHOLD, help="margin a passing rung keeps (default %(default)s)")
+    args = p.parse_args(argv)
+    frame = pd.read_parquet(Path(args.margins).expanduser())
+    found = predictions(frame, args.horizon, args.threshold)
+    print(f"## Carry-chain rung predicted from the worst margin up to {args.horizon}x the trained length "
+          f"(threshold {args.threshold:g}); {len(frame)} adders\n")
+    for name in ("recorded", "retrained"):
+        if name in found:
+            print(_report(name, agreement(found["predicted"], found[name])))
+    if "retrained" in found:
+        same = (found["recorded"] == found["retrained"]).mean()
+        print(f"Recorded and retrained ladders on the same rung: {same:.1%} "
+              f"(retrained evaluations matched the history bit for bit for {frame['retrain_matched'].mean():.1%}).\n")
+    by = found.assign(right_recorded=found["predicted"] == found["recorded"])
+    print("### right rung (recorded ladder) by cell x depth\n")
+    print(markdown(by.groupby(["cell", "layers"])["right_recorded"].agg(["size", "mean"])) + "\n")
+    print("### carry probe per layer (fitted on uniform sums of the trained length)\n")
+    print(markdown(carry_by_layer(frame), index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
