@@ -176,6 +176,28 @@ def test_quick_grid_end_to_end_on_embedded_ray(quick_sweep):
 RAY_LISTENERS = {"gcs_server", "raylet", "ray::RuntimeEnv", "ray::ImplicitFu", "ray::IDLE", "ray::DashboardAg"}
 
 
+def test_a_rerun_applies_its_own_max_failures_quiet_and_status_every_not_the_first_runs(quick_sweep, tmp_path):
+    """Tune restores the first run's RunConfig from its tuner.pkl, failure settings and callbacks included; a rerun's
+    --max-failures, --quiet and --status-every (flags a rerun may change, README) must be the ones that apply.
+    Checked on a copy of the shared quick sweep's real Tune folder (its run: --max-failures 2, status every 5 s)."""
+    import shutil
+
+    from tests.conftest import QUICK_SWEEP
+    from tune_adder import runner
+    from tune_adder.storage import Storage
+    from tune_adder.sweep import parse_settings
+
+    storage = tmp_path / "results"
+    shutil.copytree(quick_sweep["experiment"], storage / quick_sweep["experiment"].name)
+    for flags, failures, quiet, every in ((["--max-failures", "5", "--quiet", "--status-every", "0.5"], 5, True, 0.5),
+                                          ([], 2, False, 5)):  # fmt: skip
+        s = parse_settings([*QUICK_SWEEP, "--storage", str(storage), *flags])
+        run_config = runner._restore_tuner(s, Storage.from_arg(str(storage)))._local_tuner.get_run_config()
+        kinds = {type(c).__name__: c for c in run_config.callbacks}
+        assert run_config.failure_config.max_failures == failures and kinds["FailureLines"].max_failures == failures, flags
+        assert ("StatusLine" in kinds) is not quiet and kinds["LiveFrames"].every == every, (flags, kinds)
+
+
 def test_the_embedded_ray_listens_only_as_the_readme_says_and_its_gcs_wants_the_token(quick_sweep):
     """Item 7 of the hardening issue, checked with `ss -ltnp` while the quick sweep's trials are held at step 20:
     Ray 2.60 cannot bind its ports to loopback (README), so what must hold is that only Ray's own processes listen,
@@ -219,7 +241,8 @@ def test_killed_driver_resumes_without_rerunning_or_repeating(search, tmp_path, 
     """kill -9 the driver with one trial finished and two caught at step 30 (the test hook holds each trial right
     after that report; their last checkpoint is at 20). The rerun keeps the finished trial as it is, continues the
     two from their checkpoints (their first new report is step 30, not 10), runs the rest and starts no trial twice:
-    the quick grid's 8 configs, or exactly Optuna's 3 samples."""
+    the quick grid's 8 configs, or exactly Optuna's 3 samples. The grid's rerun leaves out --address: it resumes on
+    an embedded Ray of its own (a changed --address applies to a rerun, README)."""
     space = ["--grid", "quick"] if search == "grid" else ["--search", "optuna", "--num-samples", "3", "--digits", "3"]
     args = [*space, "--max-steps", "40", "--eval-every", "10", "--checkpoint-every", "2"]
     n = len(spaces.get_grid("quick").configs) if search == "grid" else 3
@@ -246,7 +269,8 @@ def test_killed_driver_resumes_without_rerunning_or_repeating(search, tmp_path, 
         checkpoints = {d: {json.loads(m.read_text())["metrics"]["step"] for m in d.glob("checkpoint_*/meta.json")}
                        for d in before}  # fmt: skip
         assert set(held) <= set(before) and all(checkpoints[d] == {20} for d in held), checkpoints
-        out = sweep(args, storage, ray_address)
+        # The grid's rerun changes --address (README: it may differ): it resumes on an embedded Ray of its own.
+        out = sweep(args, storage, ray_address if search == "optuna" else None)
     finally:
         release_and_end(proc, gate)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -261,6 +285,8 @@ def test_killed_driver_resumes_without_rerunning_or_repeating(search, tmp_path, 
         old_pids = {r["pid"] for r in before[d]}
         after = [r for r in raw_reports(d) if r["pid"] not in old_pids]
         assert [r["step"] for r in after] == [30, 40, 40], (d.name, [(r["pid"], r["step"]) for r in raw_reports(d)])
+        moved = {r["node_id"] for r in after}.isdisjoint(r["node_id"] for r in before[d])
+        assert moved is (search == "grid"), (d.name, search)  # the rerun's --address took effect, or stayed
     settings = json.loads((exp / "experiment.json").read_text())
     assert settings["status"] == "completed" and [s["resumed"] for s in settings["sessions"]] == [False, True]
     if search == "optuna":  # the searcher resumed too: its study holds the 3 samples, each told its result once
