@@ -1,0 +1,68 @@
+"""The issue-19 scripts' pure parts: the retrain check reports every evaluation that differs from the recorded
+history (analysis/mechanism_retrain.py), and the rung predictor and the measured rung (analysis/mechanism_predict.py)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import mechanism_predict as predict
+from analysis import mechanism_retrain as retrain
+from tune_adder.train import EvalMetrics
+
+
+def _eval(step: int, val_loss: float, exact: float = 1.0) -> EvalMetrics:
+    return EvalMetrics(step=step, samples_seen=200 * step, train_loss=0.5, val_loss=val_loss, val_exact_match=exact,
+                       val_digit_acc=1.0, carry_chain_exact_match=1.0, longer_exact_match=1.0, steps_per_s=10.0,
+                       diverged=False)
+
+
+def _history(evals: list[EvalMetrics]) -> pd.DataFrame:
+    return pd.DataFrame([{"trial_id": "t", **e.as_dict()} for e in evals])
+
+
+def test_a_retrain_equal_to_its_history_matches_and_one_rounding_step_away_does_not():
+    evals = [_eval(50, 0.25), _eval(100, 0.125), _eval(150, 0.0625)]
+    assert retrain.compare(evals, _history(evals)[::-1])["retrain_matched"] is True  # order of rows does not matter
+    off = [evals[0], _eval(100, math.nextafter(0.125, 1.0)), _eval(150, 0.0625, exact=0.999)]
+    found = retrain.compare(off, _history(evals))
+    assert found["retrain_matched"] is False
+    assert found["retrain_mismatched_evals"] == 2 and found["retrain_first_mismatch_step"] == 100
+    assert found["retrain_max_abs_diff_val_exact_match"] == pytest.approx(0.001)
+    short = retrain.compare(evals[:2], _history(evals))  # a missing evaluation is a mismatch too
+    assert short["retrain_matched"] is False and short["retrain_same_steps"] is False
+
+
+@pytest.mark.parametrize("ladder, rung", [
+    ((1.0, 1.0, 1.0), 10_000), ((1.0, 0.99, 0.5), 1_000), ((0.98, 1.0, 1.0), 0),
+    ((1.0, float("nan"), float("nan")), 100), ((1.0, None, 1.0), 100),
+])
+def test_the_measured_rung_is_the_top_of_the_unbroken_run_of_passes(ladder, rung):
+    row = dict(zip(("probe_carry_chain_100", "probe_carry_chain_1000", "probe_carry_chain_10000"), ladder))
+    assert predict.measured_rung(row) == rung
+    assert predict.measured_rung({f"retrained_{k}": v for k, v in row.items()}, "retrained_") == rung
+
+
+def test_a_flat_margin_is_predicted_to_reach_the_top_and_a_fading_one_to_fail_on_the_way():
+    digits = 10
+    flat = np.full(10 * digits + 1, 5.0)
+    assert predict.predicted_rung(flat, digits) == 10_000
+    positions = np.arange(10 * digits + 1)
+    fading = 4.0 - 2.0 * np.log10(positions + 1.0)  # 4 - 2 log10(p + 1): still > 0 at 3x, ~0 at p = 99, < 0 beyond
+    assert predict.window(fading, digits).min() > 0
+    assert predict.predicted_rung(fading, digits) == 0  # extrapolated below 0 at 100 digits
+    assert predict.predicted_rung(3.5 - np.log10(positions + 1.0), digits) == 1_000  # 0.5 at 1,000, -0.5 at 10,000
+    wrong_early = flat.copy()
+    wrong_early[25] = -1.0  # already wrong within the horizon
+    assert predict.predicted_rung(wrong_early, digits) == 0
+    wrong_late = flat.copy()
+    wrong_late[31:] = -1.0  # beyond 3x: the predictor must not see it
+    assert predict.predicted_rung(wrong_late, digits) == 10_000
+
+
+def test_agreement_counts_the_right_rung_and_ranks():
+    found = predict.agreement(pd.Series([0, 100, 10_000, 10_000]), pd.Series([0, 1_000, 10_000, 0]))
+    assert found["right"] == 0.5 and found["n"] == 4
+    assert found["confusion"].loc[1_000, 100] == 1 and found["confusion"].loc[0, 10_000] == 1
+    assert found["confusion"].to_numpy().sum() == 4
