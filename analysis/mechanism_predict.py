@@ -67,6 +67,29 @@ def predicted_rung(worst_profile, digits: int, horizon: int = HORIZON, threshold
     return rung
 
 
+def predicted_rung_by_error_rate(worst_profile, median_profile, digits: int, horizon: int = HORIZON,
+                                 need: float = generalisation.PASS_EXACT_MATCH, chains: int = 64) -> int:
+    """A second predictor: an error rate per position from the margins' spread, compounded over a rung's length.
+
+    At each position of the window the margins over the `chains` rows are read as normal, with mean ~ the median
+    and sd ~ (median - worst) / z, z the expected minimum of `chains` standard normals (Blom); the mean error
+    probability p over the window gives a chain of length L an exact match of (1 - p) ** L, and a rung passes
+    while that is >= need (0.99, the ladder's pass mark). No trend: the window's rate is assumed to hold on.
+    """
+    from scipy.stats import norm
+
+    worst, median = window(worst_profile, digits, horizon), window(median_profile, digits, horizon)
+    z = -norm.ppf((1 - 0.375) / (chains + 0.25))
+    sd = np.maximum((median - worst) / z, 1e-3)
+    p = float(norm.cdf(-median / sd).mean())
+    rung = 0
+    for length in metrics.PROBE_LADDER:
+        if length * np.log1p(-min(p, 1 - 1e-12)) < np.log(need):
+            break
+        rung = length
+    return rung
+
+
 def agreement(predicted: pd.Series, measured: pd.Series) -> dict:
     """Share on the right rung, Spearman's rho (NaN when either side is constant) and the confusion table."""
     right = float((predicted == measured).mean())
@@ -96,6 +119,8 @@ def carry_by_layer(frame: pd.DataFrame) -> pd.DataFrame:
 def predictions(frame: pd.DataFrame, horizon: int = HORIZON, threshold: float = THRESHOLD) -> pd.DataFrame:
     out = frame[["experiment", "trial_id", "digits", "cell", "layers", "lr", "seed"]].copy()
     out["predicted"] = [predicted_rung(p, int(d), horizon, threshold) for p, d in zip(frame["chain_worst_profile"], frame["digits"])]
+    out["predicted_by_rate"] = [predicted_rung_by_error_rate(w, m, int(d), horizon, chains=int(c)) for w, m, d, c in
+                                zip(frame["chain_worst_profile"], frame["chain_median_profile"], frame["digits"], frame["chains"])]
     out["recorded"] = [measured_rung(r) for _, r in frame.iterrows()]
     if "retrained_probe_carry_chain_100" in frame:
         out["retrained"] = [measured_rung(r, "retrained_") for _, r in frame.iterrows()]
@@ -130,13 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("recorded", "retrained"):
         if name in found:
             print(_report(name, agreement(found["predicted"], found[name])))
+    print("## The same from the error-rate model (predicted_rung_by_error_rate)\n")
+    for name in ("recorded", "retrained"):
+        if name in found:
+            print(_report(name, agreement(found["predicted_by_rate"], found[name])))
+    print("## Right rung by experiment (recorded ladder): extrapolated worst margin / error rate\n")
+    right = found.assign(worst=found["predicted"] == found["recorded"], rate=found["predicted_by_rate"] == found["recorded"])
+    table = right.groupby(["experiment", "digits"]).agg(adders=("worst", "size"), worst=("worst", "mean"), rate=("rate", "mean"))
+    print(markdown(table) + "\n")
     if "retrained" in found:
         same = (found["recorded"] == found["retrained"]).mean()
         print(f"Recorded and retrained ladders on the same rung: {same:.1%} "
               f"(retrained evaluations matched the history bit for bit for {frame['retrain_matched'].mean():.1%}).\n")
-    by = found.assign(right_recorded=found["predicted"] == found["recorded"])
-    print("### right rung (recorded ladder) by cell x depth\n")
-    print(markdown(by.groupby(["cell", "layers"])["right_recorded"].agg(["size", "mean"])) + "\n")
+    print("### right rung (recorded ladder) by cell x depth: extrapolated worst margin / error rate\n")
+    print(markdown(right.groupby(["cell", "layers"]).agg(adders=("worst", "size"), worst=("worst", "mean"),
+                                                         rate=("rate", "mean"))) + "\n")
     print("### carry probe per layer (fitted on uniform sums of the trained length)\n")
     print(markdown(carry_by_layer(frame), index=False))
     return 0

@@ -66,3 +66,16 @@ def test_agreement_counts_the_right_rung_and_ranks():
     assert found["right"] == 0.5 and found["n"] == 4
     assert found["confusion"].loc[1_000, 100] == 1 and found["confusion"].loc[0, 10_000] == 1
     assert found["confusion"].to_numpy().sum() == 4
+
+
+def test_the_error_rate_model_compounds_a_rate_over_each_rung():
+    digits, positions = 10, 10 * 10 + 1
+    median = np.full(positions, 5.0)
+    assert predict.predicted_rung_by_error_rate(median - 1.0, median, digits) == 10_000  # sd ~ 0.4: no errors
+    # sd ~ 2: p = P(N(5, 2) < 0) ~ 0.0062 per position: a 100-digit chain is right with ~0.54 < 0.99
+    assert predict.predicted_rung_by_error_rate(median - 5.0, median, digits) == 0
+    # sd = 1.25: p = P(N(5, 1.25) < 0) ~ 3.2e-5: 100 digits ~0.997 pass, 1,000 ~0.969 fail
+    from scipy.stats import norm
+
+    spread = 1.25 * -norm.ppf((1 - 0.375) / (64 + 0.25))  # median - worst of 64 normals with sd 1.25
+    assert predict.predicted_rung_by_error_rate(median - spread, median, digits) == 100
