@@ -100,16 +100,18 @@ def agreement(predicted: pd.Series, measured: pd.Series) -> dict:
 
 
 def carry_by_layer(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean over adders, per cell x depth and layer (and state), of the carry probe's accuracy and median margin
-    along carry chains beyond the trained length, and its accuracy on uniform sums beyond it."""
+    """Mean over adders, per cell x depth x whether the adder's recorded carry-chain rung is the top one, and per
+    layer (and state), of the carry probe's accuracy and median margin along carry chains beyond the trained length,
+    and its accuracy on uniform sums beyond it."""
     rows = []
-    for (cell, layers), group in frame.groupby(["cell", "layers"]):
+    top = frame.apply(measured_rung, axis=1).eq(metrics.PROBE_LADDER[-1]).rename("reaches_top")
+    for (cell, layers, reaches), group in frame.groupby(["cell", "layers", top]):
         for k in range(1, int(layers) + 1):
             for state in ("h", "c"):
                 name = f"carry_l{k}_{state}"
                 if f"{name}_chain_acc_beyond" not in group or group[f"{name}_chain_acc_beyond"].isna().all():
                     continue
-                rows.append({"cell": cell, "layers": layers, "layer": k, "state": state, "adders": len(group),
+                rows.append({"cell": cell, "layers": layers, "reaches_10000": reaches, "layer": k, "state": state, "adders": len(group),
                              "chain_acc_beyond": group[f"{name}_chain_acc_beyond"].mean(),
                              "chain_margin_median_beyond": group[f"{name}_chain_margin_median_beyond"].median(),
                              "uniform_acc_beyond": group[f"{name}_uniform_acc_beyond"].mean()})
