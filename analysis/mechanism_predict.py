@@ -99,22 +99,32 @@ def agreement(predicted: pd.Series, measured: pd.Series) -> dict:
     return {"n": int(len(predicted)), "right": right, "spearman": float(rho), "confusion": table}
 
 
+def fade_position(acc_profile) -> float:
+    """The first position whose carry-in the layer's probe gets wrong on half the chains or more (the profile's
+    entry i is position i + 1); the chain's length + 1 if none: censored."""
+    acc = np.asarray(acc_profile, dtype=np.float64)
+    below = np.flatnonzero(acc <= 0.5)
+    return float(below[0] + 1) if below.size else float(acc.size + 1)
+
+
 def carry_by_layer(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean over adders, per cell x depth x whether the adder's recorded carry-chain rung is the top one, and per
+    """Mean over adders, per trained length x cell x depth x whether the adder's recorded carry-chain rung is the top one, and per
     layer (and state), of the carry probe's accuracy and median margin along carry chains beyond the trained length,
-    and its accuracy on uniform sums beyond it."""
+    and its accuracy on uniform sums beyond it; and the median fade position (fade_position; censored at the chain's
+    length + 1, 10x the trained length + 1)."""
     rows = []
     top = frame.apply(measured_rung, axis=1).eq(metrics.PROBE_LADDER[-1]).rename("reaches_top")
-    for (cell, layers, reaches), group in frame.groupby(["cell", "layers", top]):
+    for (digits, cell, layers, reaches), group in frame.groupby(["digits", "cell", "layers", top]):
         for k in range(1, int(layers) + 1):
             for state in ("h", "c"):
                 name = f"carry_l{k}_{state}"
                 if f"{name}_chain_acc_beyond" not in group or group[f"{name}_chain_acc_beyond"].isna().all():
                     continue
-                rows.append({"cell": cell, "layers": layers, "reaches_10000": reaches, "layer": k, "state": state, "adders": len(group),
+                rows.append({"digits": digits, "cell": cell, "layers": layers, "reaches_10000": reaches, "layer": k, "state": state, "adders": len(group),
                              "chain_acc_beyond": group[f"{name}_chain_acc_beyond"].mean(),
                              "chain_margin_median_beyond": group[f"{name}_chain_margin_median_beyond"].median(),
-                             "uniform_acc_beyond": group[f"{name}_uniform_acc_beyond"].mean()})
+                             "uniform_acc_beyond": group[f"{name}_uniform_acc_beyond"].mean(),
+                             "fade_position_median": group[f"{name}_chain_acc_profile"].map(fade_position).median()})
     return pd.DataFrame(rows)
 
 

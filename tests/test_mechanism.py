@@ -79,3 +79,8 @@ def test_the_error_rate_model_compounds_a_rate_over_each_rung():
 
     spread = 1.25 * -norm.ppf((1 - 0.375) / (64 + 0.25))  # median - worst of 64 normals with sd 1.25
     assert predict.predicted_rung_by_error_rate(median - spread, median, digits) == 100
+
+
+def test_the_fade_position_is_where_the_probe_first_loses_half_the_chains():
+    assert predict.fade_position([1.0, 1.0, 0.9, 0.5, 1.0]) == 4  # entry i is position i + 1
+    assert predict.fade_position([1.0, 0.7]) == 3  # never: censored at the length + 1
