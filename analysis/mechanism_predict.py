@@ -128,6 +128,19 @@ def carry_by_layer(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def margin_by_depth(frame: pd.DataFrame, multiples: tuple[int, ...] = (1, 2, 3, 5, 10)) -> pd.DataFrame:
+    """Median over adders (and the 10-90 % spread) of the worst carry-chain margin at multiples m of the trained
+    length L (position m * L - 1: the top operand digit of an m * L-digit chain), per trained length x cell x depth."""
+    rows = []
+    for (digits, cell, layers), group in frame.groupby(["digits", "cell", "layers"]):
+        row = {"digits": digits, "cell": cell, "layers": layers, "adders": len(group)}
+        for m in multiples:
+            at = group["chain_worst_profile"].map(lambda p: p[m * digits - 1] if m * digits < len(p) else np.nan)
+            row[f"{m}x"] = f"{at.median():.2f} [{at.quantile(0.1):.1f}, {at.quantile(0.9):.1f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def predictions(frame: pd.DataFrame, horizon: int = HORIZON, threshold: float = THRESHOLD) -> pd.DataFrame:
     out = frame[["experiment", "trial_id", "digits", "cell", "layers", "lr", "seed"]].copy()
     out["predicted"] = [predicted_rung(p, int(d), horizon, threshold) for p, d in zip(frame["chain_worst_profile"], frame["digits"])]
@@ -182,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     print("### right rung (recorded ladder) by cell x depth: extrapolated worst margin / error rate\n")
     print(markdown(right.groupby(["cell", "layers"]).agg(adders=("worst", "size"), worst=("worst", "mean"),
                                                          rate=("rate", "mean"))) + "\n")
+    print("### worst margin along carry chains at multiples of the trained length: median [10 %, 90 %] over adders\n")
+    print(markdown(margin_by_depth(frame), index=False) + "\n")
     print("### carry probe per layer (fitted on uniform sums of the trained length)\n")
     print(markdown(carry_by_layer(frame), index=False))
     return 0
