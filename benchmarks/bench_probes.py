@@ -6,7 +6,7 @@ the sweep's `--grid full --scheduler asha` cuts most trials), then both ladders 
 alternating order, on one thread (a trial's one CPU). Prints a Markdown table per trained length and the totals;
 `--json PATH` keeps every row.
 
-Run: `nice python benchmarks/bench_probes.py` (the full grid, seed 0: about 15 minutes on one core).
+Run: `PYTHONPATH=. nice python benchmarks/bench_probes.py` (the full grid, seed 0: about 10 minutes on one core).
 """
 
 from __future__ import annotations

@@ -266,21 +266,29 @@ def test_cli_checks_save_state_before_training(where, tmp_path):
     assert sorted(tmp_path.rglob("*")) == before
 
 
-def test_cli_ctrl_c_is_one_line_and_exit_130_not_a_traceback(tmp_path):
-    """SIGINT (what Ctrl-C sends) once the progress bar runs: the run ends with one line, the shell's code 130."""
+@pytest.mark.parametrize(("digits", "steps", "slow"), [("3", "1000000", False), ("3000", "100000", True)])
+def test_cli_ctrl_c_is_one_line_and_exit_130_not_a_traceback(tmp_path, digits, steps, slow):
+    """SIGINT (what Ctrl-C sends) once the progress bar runs: the run ends with one line, the shell's code 130.
+    A run over TIMED_DIGITS digits that will train for hours (3,000 digits x 100,000 steps) says so in one line
+    before it starts (issue 18 item 7: 20,000 digits sat minutes on its first step in silence); a short-digit run,
+    however many steps, times nothing and says nothing."""
     import select
     import signal
     import time
 
-    cmd = [sys.executable, "-m", "tune_adder.train", "--digits", "3", "--steps", "1000000", "--eval-every", "100000",
+    cmd = [sys.executable, "-m", "tune_adder.train", "--digits", digits, "--steps", steps, "--eval-every", "100000",
            "--eval-size", "100", "--save-state", str(tmp_path / "state.pt")]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen, deadline = b"", time.time() + 120
     try:
-        while b"train" not in seen and proc.poll() is None and time.time() < deadline:  # the bar: training has begun
+        while b"train:" not in seen and proc.poll() is None and time.time() < deadline:  # the bar: training has begun
             if select.select([proc.stderr], [], [], 1)[0]:
                 seen += os.read(proc.stderr.fileno(), 4096)
-        assert b"train" in seen, seen
+        assert b"train:" in seen, seen
+        warned = [line for line in seen.decode().splitlines() if "this run will be slow" in line]
+        assert len(warned) == int(slow), seen
+        if slow:
+            assert warned[0].startswith("python -m tune_adder.train: this run will be slow: about ") and " h or more for 100,000 steps" in warned[0]
         proc.send_signal(signal.SIGINT)
         out, rest = proc.communicate(timeout=60)
     finally:
@@ -316,3 +324,15 @@ def test_json_line_writes_non_finite_values_as_null():
 
     row = _json_safe({"train_loss": float("nan"), "val_loss": float("inf"), "val_exact_match": 0.5, "step": 10})
     assert json.loads(json.dumps(row, allow_nan=False)) == {"train_loss": None, "val_loss": None, "val_exact_match": 0.5, "step": 10}
+
+
+def test_timing_a_long_runs_pace_leaves_the_run_untouched():
+    """slow_run_warning times a throwaway model: the caller's RNG, and so the run it is about to start, are as
+    they were; a run at or under TIMED_DIGITS is not timed at all."""
+    from tune_adder.train import TIMED_DIGITS, slow_run_warning, step_seconds
+
+    model_cfg, train_cfg = ModelConfig(layers=1, hidden=8, embed_dim=4), TrainConfig(digits=TIMED_DIGITS + 50, steps=10, batch_size=8)
+    before = torch.get_rng_state()
+    assert step_seconds(model_cfg, train_cfg, torch.device("cpu")) > 0
+    assert torch.equal(torch.get_rng_state(), before)
+    assert slow_run_warning(model_cfg, TrainConfig(digits=TIMED_DIGITS, steps=10**9), torch.device("cpu")) is None

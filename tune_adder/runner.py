@@ -108,6 +108,13 @@ def _start_ray(s: Settings) -> None:
     """Join --address, or start a local Ray sized to this machine; refuse trials the cluster cannot hold."""
     logging.getLogger("ray").setLevel(logging.WARNING)
     logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete": we list them ourselves
+    # On resume Tune's ExperimentAnalysis reads each trial's progress.csv for dataframes the sweep never uses, and warns
+    # "Failed to fetch metrics" for every trial without one (14 lines on a resumed quick grid); the frames are ours.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # Ray 2.60 opens every local start with "Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt
+    # out": advice README's Network section gives the other way. Only that line goes; its warning when auth is
+    # disabled ("Anyone with network access ... can run arbitrary code") stays.
+    logging.getLogger(TOKEN_SETUP_LOGGER).addFilter(_DropOptOutAdvice())
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
     hooks = testhooks.forwarded_env()  # empty outside the tests
     if hooks:
@@ -132,6 +139,19 @@ def _start_ray(s: Settings) -> None:
     except UsageError:
         ray.shutdown()
         raise
+
+
+TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+class _DropOptOutAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+    def __eq__(self, other: object) -> bool:  # one filter however often _start_ray runs in a process
+        return isinstance(other, _DropOptOutAdvice)
+
+    __hash__ = logging.Filter.__hash__
 
 
 def _private_token() -> None:

@@ -35,6 +35,8 @@ EVAL_CHUNK_CELLS = 262_144
 # 2: the training data of a step depends on (seed, step) only; no generator state is saved.
 STATE_VERSION = 2
 MAX_SEED = 2**32 - 1
+SLOW_RUN_S = 3600.0  # a run estimated to train longer than this says so before it starts (train CLI)
+TIMED_DIGITS = 200  # a longer run's pace is timed on sums this long and scaled to its length
 INTERRUPTED_EXIT = 130  # Ctrl-C: the shell's code for SIGINT (as tune_adder.settings has it for the sweep)
 # Adam turns lr into a float32 step size (lr / (1 - beta1) at the first step); far past any useful rate
 # that overflows inside the optimiser, so such rates are refused up front.
@@ -489,6 +491,41 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED_EXIT
 
 
+def step_seconds(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device) -> float:
+    """Seconds per training step, estimated before training: steps of a throwaway model (the run's config, its own
+    weights) on min(digits, TIMED_DIGITS)-digit sums, the fastest of two after a warm-up, scaled by the run's
+    positions (the recurrence walks them one by one, so a step costs in proportion). A lower bound for runs whose
+    memory is tight. Leaves the caller's RNG state, and so the run, untouched."""
+    digits = min(train_cfg.digits, TIMED_DIGITS)
+    batch = _to_device(training_batch(0, 0, train_cfg.batch_size, digits, base=model_cfg.base), device)
+    with torch.random.fork_rng(devices=[]):
+        model = AdderRNN(model_cfg).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
+        seconds = []
+        for _ in range(3):
+            started = time.perf_counter()
+            loss = _loss(model(batch.a, batch.b), batch.total)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss.item()  # waits for the device
+            seconds.append(time.perf_counter() - started)
+    return min(seconds[1:]) * (train_cfg.digits + 1) / (digits + 1)
+
+
+def slow_run_warning(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device) -> str | None:
+    """One line when a run over TIMED_DIGITS digits will train for more than SLOW_RUN_S by step_seconds; else None."""
+    if train_cfg.digits <= TIMED_DIGITS:
+        return None
+    per_step = step_seconds(model_cfg, train_cfg, device)
+    total = per_step * train_cfg.steps
+    if total <= SLOW_RUN_S:
+        return None
+    return (f"this run will be slow: about {per_step:.3g} s per training step at {train_cfg.digits:,} digits (timed at "
+            f"{TIMED_DIGITS} digits on this {device.type}, scaled by length), so {total / 3600:.3g} h or more for "
+            f"{train_cfg.steps:,} steps, evaluations aside; Ctrl-C stops it")
+
+
 def _train(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
     """The CLI's run once its input is checked: train, save, print the summary (and probes, and JSON)."""
     from tqdm import tqdm
@@ -496,6 +533,9 @@ def _train(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainCon
     # The seed's matmuls (batch 200 x 64) are too small to gain from threads, and on a busy machine
     # extra threads spin against other work: one thread was ~15x faster than two on the shared CI box.
     torch.set_num_threads(args.threads)
+    warning = slow_run_warning(model_cfg, train_cfg, resolve_device(train_cfg.device))
+    if warning:
+        print(f"python -m tune_adder.train: {warning}", file=sys.stderr, flush=True)
     trainer = Trainer(model_cfg, train_cfg)
     started = time.perf_counter()
     last = None

@@ -1,0 +1,40 @@
+"""benchmarks/bench_probes.py: bad input is one line and exit 2 with nothing written; a small real run times both
+ladders on the same weights, agrees with the full ladder wherever the stopped one probes, and writes its rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench_probes.py"
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "named"), [(["--steps", "0"], "--steps 0"), (["--grid", "nope"], "--grid 'nope'"),
+                                             (["--digits", "7"], "--digits 7"), (["--json", "."], "--json .")])  # fmt: skip
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, named):
+    done = _run(args, tmp_path)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert named in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_small_run_times_both_ladders_on_the_same_weights(tmp_path):
+    done = _run(["--grid", "quick", "--digits", "5", "--steps", "5", "--json", str(tmp_path / "rows.json")], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert len(rows) == 4 and {r["digits"] for r in rows} == {5}
+    for row in rows:  # 5 steps cannot add 100 digits: each kind stops at its first rung
+        assert row["rungs_probed"] == 2 and row["rungs_passed"] == 0 and row["stopped_s"] > 0 and row["full_s"] > 0, row
+    assert "| all | 4 | 2 |" in done.stdout
