@@ -141,11 +141,21 @@ def margin_by_depth(frame: pd.DataFrame, multiples: tuple[int, ...] = (1, 2, 3, 
     return pd.DataFrame(rows)
 
 
-def predictions(frame: pd.DataFrame, horizon: int = HORIZON, threshold: float = THRESHOLD) -> pd.DataFrame:
+GATE = "retrained_final_carry_chain_exact_match"  # the retrained adder's last evaluation, at its trained length
+
+
+def predictions(frame: pd.DataFrame, horizon: int = HORIZON, threshold: float = THRESHOLD, gate: bool = True) -> pd.DataFrame:
+    """Both predictors' rungs and the measured ones. With `gate`, an adder whose own last training evaluation of
+    carry chains at the trained length (256 chains, the top carry included) is below the pass mark is predicted 0:
+    the margin window (positions beyond the trained length, inside a longer chain) never sees a chain's top digit."""
     out = frame[["experiment", "trial_id", "digits", "cell", "layers", "lr", "seed"]].copy()
     out["predicted"] = [predicted_rung(p, int(d), horizon, threshold) for p, d in zip(frame["chain_worst_profile"], frame["digits"])]
     out["predicted_by_rate"] = [predicted_rung_by_error_rate(w, m, int(d), horizon, chains=int(c)) for w, m, d, c in
                                 zip(frame["chain_worst_profile"], frame["chain_median_profile"], frame["digits"], frame["chains"])]
+    if gate:
+        passes_trained = frame[GATE].map(generalisation.passes).to_numpy()
+        for name in ("predicted", "predicted_by_rate"):
+            out[name] = out[name].where(passes_trained, 0)
     out["recorded"] = [measured_rung(r) for _, r in frame.iterrows()]
     if "retrained_probe_carry_chain_100" in frame:
         out["retrained"] = [measured_rung(r, "retrained_") for _, r in frame.iterrows()]
@@ -172,11 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("margins", help="the parquet analysis/mechanism_retrain.py wrote")
     p.add_argument("--horizon", type=int, default=HORIZON, help="x the trained length the predictor sees (default %(default)s)")
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="margin a passing rung keeps (default %(default)s)")
+    p.add_argument("--no-gate", dest="gate", action="store_false",
+                   help="do not predict 0 for adders that fail carry chains at their trained length")
+    p.add_argument("--rows", help="only rows START:END of the file (in the order they were measured), e.g. 225:")
     args = p.parse_args(argv)
     frame = pd.read_parquet(Path(args.margins).expanduser())
-    found = predictions(frame, args.horizon, args.threshold)
+    if args.rows:
+        start, _, end = args.rows.partition(":")
+        frame = frame.iloc[int(start or 0) : int(end) if end else None]
+    found = predictions(frame, args.horizon, args.threshold, args.gate)
+    gate = f"gated on {GATE} >= {generalisation.PASS_EXACT_MATCH}" if args.gate else "not gated"
     print(f"## Carry-chain rung predicted from the worst margin up to {args.horizon}x the trained length "
-          f"(threshold {args.threshold:g}); {len(frame)} adders\n")
+          f"(threshold {args.threshold:g}, {gate}); {len(frame)} adders\n")
     for name in ("recorded", "retrained"):
         if name in found:
             print(_report(name, agreement(found["predicted"], found[name])))

@@ -84,3 +84,14 @@ def test_the_error_rate_model_compounds_a_rate_over_each_rung():
 def test_the_fade_position_is_where_the_probe_first_loses_half_the_chains():
     assert predict.fade_position([1.0, 1.0, 0.9, 0.5, 1.0]) == 4  # entry i is position i + 1
     assert predict.fade_position([1.0, 0.7]) == 3  # never: censored at the length + 1
+
+
+def test_an_adder_failing_carry_chains_at_its_trained_length_is_predicted_to_fail_the_first_rung():
+    digits, flat = 10, list(np.full(101, 5.0))
+    frame = pd.DataFrame({"experiment": "e", "trial_id": ["a", "b"], "digits": digits, "cell": "RNN", "layers": 1,
+                          "lr": 0.01, "seed": 0, "chains": 64, "chain_worst_profile": [flat, flat],
+                          "chain_median_profile": [flat, flat], predict.GATE: [1.0, 0.5],
+                          **{f"probe_carry_chain_{n}": 1.0 for n in (100, 1_000, 10_000)}})
+    gated = predict.predictions(frame)
+    assert gated["predicted"].tolist() == gated["predicted_by_rate"].tolist() == [10_000, 0]
+    assert predict.predictions(frame, gate=False)["predicted"].tolist() == [10_000, 10_000]
