@@ -11,6 +11,7 @@ Run: `PYTHONPATH=. nice python benchmarks/bench_probes.py` (the full grid, seed 
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -39,6 +40,7 @@ def _timed(run) -> tuple[float, dict]:
 
 def measure(config: dict, steps: int) -> dict:
     """Train `config` (seed 0) for `steps`, then time both ladders on its weights (each twice, alternating)."""
+    torch.set_num_threads(1)  # a trial's one CPU (two threads on a busy 2-core box spin: 100x slower seen here)
     model_cfg, train_cfg, _ = to_configs({**config, "seed": 0, "max_steps": steps, "eval_every": steps})
     trainer = Trainer(model_cfg, train_cfg, device="cpu")
     for _ in trainer.run():
@@ -100,7 +102,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    torch.set_num_threads(1)  # a trial's one CPU
     configs = spaces.grid_configs(args.grid, args.digits)
     rows = []
     for i, config in enumerate(configs, 1):

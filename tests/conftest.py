@@ -16,6 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+
+# Torch in the test process runs on one thread, as a trial and `train` do: on a busy 2-core box two threads spin
+# against the other work (a probe ladder took 100x longer with two, benchmarks/bench_probes.py).
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_BIN = Path(sys.executable).with_name("ray")
