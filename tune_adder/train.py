@@ -428,7 +428,7 @@ def _check_save_path(path: str) -> None:
 
 
 def memory_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, int]:
-    """Rough peak bytes of a run, by part: a training step, the held-out sets, one evaluation chunk.
+    """Rough peak bytes of a run, by part: a training step, the held-out sets, one evaluation chunk, the probe sets.
 
     Per (row x position) cell a step keeps the one-hot digits, embeddings, each layer's gates and outputs
     and the logits (float32) for the backward pass, about as much again for gradients, and the int64 digit
@@ -441,8 +441,10 @@ def memory_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str,
     return {
         "training step": train_cfg.batch_size * positions * (2 * forward + 64),
         "held-out sets": 2 * held_out,  # the sets plus their temporaries while they are drawn
-        # no_grad: only a layer's input and output live at once
+        # no_grad: only a layer's input and output live at once (the probes' chunks too: the same bound)
         "evaluation chunk": EVAL_CHUNK_CELLS * 4 * (6 * model_cfg.base + 2 * model_cfg.embed_dim + 2 * model_cfg.hidden),
+        # the fixed length-generalisation sums (tune_adder/probes.py): both kinds, a, b and total as int64
+        "probe sets": 2 * 3 * 8 * sum(rows * (length + 1) for length, rows in probes.PROBE_ROWS.items()),
     }
 
 
