@@ -5,6 +5,9 @@ history, and measure their margin profiles and per-layer carry probes (issue 19)
         --out ~/runs/margins/margins.parquet
 
 Resumable: adders already in --out are skipped, and each new row is written atomically (temp file + rename).
+Where the experiment folder still holds Tune's trial folders (a sweep's own folder, not the committed frames), the
+checkpoint at the trial's last trained step is the adder itself: its weights are used and nothing is retrained
+(column `weights`: checkpoint / retrained; `--retrain` retrains anyway).
 CPU, one thread, as the committed study trained. Training is deterministic per seed on one machine, but another
 CPU rounds differently (an AMD EPYC here vs the study's Intel Xeon: val_loss differs by ~1e-7 from the first
 evaluation on), so every evaluation is checked against the recorded history and the retrained adder's own probe
@@ -33,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 from tune_adder import margins  # noqa: E402
 from tune_adder.configs import to_configs  # noqa: E402
 from tune_adder.data import carry_chain_batch, make_batch  # noqa: E402
-from tune_adder.train import Trainer  # noqa: E402
+from tune_adder.train import Trainer, load_state  # noqa: E402
 
 CONFIG_KEYS = ("digits", "lr", "layers", "cell", "hidden", "embed_dim", "batch_size", "base", "seed", "max_steps")
 # Each evaluation of the retrained adder is compared with the recorded row on these (exact float equality).
@@ -53,12 +56,32 @@ def long_sums(digits: int, base: int, factor: int, chains: int, uniform: int, pr
     }
 
 
-def retrain(row: pd.Series, settings: dict) -> tuple[Trainer, list]:
+def retrain(row: pd.Series, settings: dict, state: dict | None = None) -> tuple[Trainer, list]:
+    """The adder retrained from its config and seed, with its evaluations; or, given its saved final `state`, the
+    adder itself with no training (and no evaluations)."""
     config = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in CONFIG_KEYS}
     config |= {"eval_every": int(settings.get("eval_every", 50)), "eval_size": int(settings.get("eval_size", 2000))}
+    if pd.notna(row.get("steps_trained")):  # a trial cut early (ASHA, solved) ended there: the data stream and Adam
+        config["max_steps"] = int(row["steps_trained"])  # depend on the step alone, so its first steps are the run
     model_cfg, train_cfg, _ = to_configs(config)
-    trainer = Trainer(model_cfg, train_cfg, device="cpu")
-    return trainer, list(trainer.run())
+    trainer = Trainer(model_cfg, train_cfg, state=state, device="cpu")
+    return trainer, [] if state is not None else list(trainer.run())
+
+
+def saved_final_state(folder: Path, trial_id: str, steps_trained: int) -> dict | None:
+    """The trainer state a sweep checkpointed at the trial's last trained step (its final weights), if the experiment
+    folder still holds Tune's trial folders; None otherwise (the committed datasets keep only the frames)."""
+    from tune_adder.trainable import META_FILE, STATE_FILE  # imports Ray: only here
+
+    for meta_path in sorted(folder.glob(f"*_{trial_id}_*/checkpoint_*/{META_FILE}"), reverse=True):
+        try:
+            step = json.loads(meta_path.read_text())["metrics"]["step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if step == steps_trained:
+            state = load_state(meta_path.with_name(STATE_FILE))
+            return state if "model" in state else None  # a trial pack's checkpoint holds the whole pack
+    return None
 
 
 def compare(evals: list, recorded: pd.DataFrame) -> dict:
@@ -160,8 +183,8 @@ def todo(folders: list[Path], digits: set[int] | None, cells: set[str] | None, l
             if (digits and row["digits"] not in digits) or (cells and row["cell"] not in cells) \
                     or (layers and row["layers"] not in layers):
                 continue
-            found.append((folder.name, settings, row, by_trial.get(row["trial_id"], history.iloc[:0])))
-    found.sort(key=lambda t: (t[2]["digits"], t[2]["layers"], t[2]["cell"] != "RNN", t[0], t[2]["trial_id"]))
+            found.append((folder, settings, row, by_trial.get(row["trial_id"], history.iloc[:0])))
+    found.sort(key=lambda t: (t[2]["digits"], t[2]["layers"], t[2]["cell"] != "RNN", t[0].name, t[2]["trial_id"]))
     return found
 
 
@@ -172,22 +195,26 @@ def run(args: argparse.Namespace) -> None:
     done_keys = set(zip(done["experiment"], done["trial_id"]))
     parse = lambda text, cast: {cast(x) for x in text.split(",")} if text else None  # noqa: E731
     work = todo([Path(f) for f in args.folders], parse(args.digits, int), parse(args.cells, str), parse(args.layers, int))
-    work = [w for w in work if (w[0], w[2]["trial_id"]) not in done_keys]
+    work = [w for w in work if (w[0].name, w[2]["trial_id"]) not in done_keys]
     if args.limit is not None:
         work = work[: args.limit]
     print(f"{len(done_keys)} adders already in {out_path}; {len(work)} to do", flush=True)
     version, sums_of = code_version(), {}
-    for i, (experiment, settings, row, recorded) in enumerate(work, 1):
-        started = time.perf_counter()
-        trainer, evals = retrain(row, settings)
+    for i, (folder, settings, row, recorded) in enumerate(work, 1):
+        experiment, started = folder.name, time.perf_counter()
+        saved = None if args.retrain else saved_final_state(folder, row["trial_id"], int(row["steps_trained"]))
+        trainer, evals = retrain(row, settings, saved)
         trained_s = time.perf_counter() - started
-        check = compare(evals, recorded)
+        # Saved weights are the recorded adder itself: nothing to check, its final metrics are the recorded ones.
+        check = compare(evals, recorded) if saved is None else {"retrain_matched": True, "weights": "checkpoint"}
+        check.setdefault("weights", "retrained")
         digits, base = int(row["digits"]), int(row["base"])
         key = (digits, base)
         if key not in sums_of:
             sums_of[key] = long_sums(digits, base, args.factor, args.chains, args.uniform, args.probe_rows)
         ladder = {f"retrained_{k}": v for k, v in trainer.probe().items()} if args.ladder else {}
-        final = {f"retrained_final_{k}": getattr(evals[-1], k) for k in ("val_exact_match", "val_loss", "carry_chain_exact_match")}
+        final = {f"retrained_final_{k}": getattr(evals[-1], k) if evals else row[f"final_{k}"]
+                 for k in ("val_exact_match", "val_loss", "carry_chain_exact_match")}
         model = trainer.model.eval()
         measured = ladder | final | profile_columns(model, sums_of[key], digits) | carry_probe_columns(model, sums_of[key], digits, base)
         new = {"experiment": experiment, **row.to_dict(), **check, "retrain_s": round(trained_s, 2),
@@ -195,7 +222,7 @@ def run(args: argparse.Namespace) -> None:
                "chains": args.chains, "uniform_rows": args.uniform, "code_version": version, **measured}
         done = pd.concat([done, pd.DataFrame([new])], ignore_index=True) if len(done) else pd.DataFrame([new])
         write_atomic(done, out_path)
-        status = "matched" if check["retrain_matched"] else (
+        status = "from its checkpoint" if saved is not None else "matched" if check["retrain_matched"] else (
             f"MISMATCH: {check['retrain_mismatched_evals']}/{check['retrain_evals']} evals differ from step "
             f"{check['retrain_first_mismatch_step']}, max |d val_loss| {check['retrain_max_abs_diff_val_loss']:.3g}")
         print(f"[{i}/{len(work)}] {experiment} {row['trial_id']} d{digits} {row['cell']}x{row['layers']} lr {row['lr']} "
@@ -221,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ladder", dest="ladder", action="store_false",
                    help="skip the retrained adder's own probe ladder (100 / 1,000 / 10,000 digits, seconds per adder)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s: as the study trained)")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain even where the experiment folder kept the trial's final checkpoint (by default those "
+                        "weights are used: the adder itself, no training; column weights = checkpoint)")
     run(p.parse_args(argv))
     return 0
 

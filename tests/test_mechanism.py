@@ -95,3 +95,22 @@ def test_an_adder_failing_carry_chains_at_its_trained_length_is_predicted_to_fai
     gated = predict.predictions(frame)
     assert gated["predicted"].tolist() == gated["predicted_by_rate"].tolist() == [10_000, 0]
     assert predict.predictions(frame, gate=False)["predicted"].tolist() == [10_000, 10_000]
+
+
+@pytest.mark.ray  # reads the session's real quick sweep (tests/conftest.py)
+def test_a_sweeps_own_checkpoints_are_the_adders_and_a_retrain_here_matches_its_history(quick_sweep, tmp_path):
+    """On a sweep's own folder (Tune's trial folders kept) the final checkpoint is the adder itself: its probe
+    ladder, measured again, equals the one the sweep recorded, number for number. With --retrain the same adder
+    is trained again from its config and seed, and on the machine and code that trained it every evaluation equals
+    the recorded history."""
+    from tune_adder.metrics import PROBE_COLUMNS
+
+    experiment = quick_sweep["experiment"]
+    for flags, weights in (([], "checkpoint"), (["--retrain"], "retrained")):
+        out = tmp_path / f"{weights}.parquet"
+        assert retrain.main([str(experiment), "--digits", "5", "--limit", "2", "--out", str(out), *flags]) == 0
+        rows = pd.read_parquet(out)
+        assert len(rows) == 2 and set(rows["weights"]) == {weights} and rows["retrain_matched"].all(), rows.filter(like="retrain")
+        for column in PROBE_COLUMNS[:-2]:  # NaN above a failed rung in both
+            pd.testing.assert_series_equal(rows[f"retrained_{column}"].astype(float), rows[column].astype(float),
+                                           check_names=False, obj=f"{weights} {column}")  # fmt: skip
