@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.test_probes import _hand_set_adder
-from tune_adder import margins
+from tune_adder import margins, train
 from tune_adder.data import AdderBatch, add_digits, carry_chain_batch, make_batch
 from tune_adder.model import AdderRNN, ModelConfig
 
@@ -88,8 +88,8 @@ def test_long_sums_are_scored_in_chunks_with_the_same_result(monkeypatch):
     model = AdderRNN(ModelConfig(layers=1, hidden=16, embed_dim=4))  # untrained: every row's margins differ
     batch = _uniform(40, 50)
     whole = margins.row_margins(model, batch)
-    monkeypatch.setattr(margins, "EVAL_CHUNK_CELLS", 51 * 3)  # 3 rows at a time
-    assert margins._chunk_rows(batch) == 3
+    monkeypatch.setattr(train, "EVAL_CHUNK_CELLS", 51 * 3)  # 3 rows at a time
+    assert train.eval_chunk_rows(batch) == 3
     chunked = margins.row_margins(model, batch)
     assert torch.allclose(whole[0], chunked[0], atol=1e-5, rtol=0)  # matmul rounding may differ by batch size
     assert torch.equal(whole[1], chunked[1])
@@ -104,7 +104,7 @@ def test_layer_states_replay_the_stack_one_layer_at_a_time(cell, layers):
     states = margins.layer_states(model, batch.a, batch.b)
     assert len(states) == layers
     with torch.no_grad():
-        out, _ = model.rnn(margins._inputs(model, batch.a, batch.b))
+        out, _ = model.rnn(model.inputs(batch.a, batch.b))
         top_logits = model.head(states[-1]["h"])
         assert torch.equal(states[-1]["h"], out)  # bit for bit: the stack runs its layers one after another too
         assert torch.equal(top_logits, model(batch.a, batch.b))
@@ -112,7 +112,7 @@ def test_layer_states_replay_the_stack_one_layer_at_a_time(cell, layers):
         assert layer["h"].shape == (5, 31, 16)
         assert set(layer) == ({"h", "c"} if cell == "LSTM" else {"h"})
     if cell == "LSTM":  # the module's final cell state is the replayed cell state at the last position
-        _, (_, c_n) = model.rnn(margins._inputs(model, batch.a, batch.b))
+        _, (_, c_n) = model.rnn(model.inputs(batch.a, batch.b))
         for k, layer in enumerate(states):
             assert torch.allclose(layer["c"][:, -1], c_n[k], atol=1e-5, rtol=0)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tune_adder.data import AdderBatch
-from tune_adder.train import EVAL_CHUNK_CELLS, EVAL_CHUNK_ROWS
+from tune_adder.train import eval_chunk_rows
 
 NOT_WRONG = -1  # first_wrong of a row with every digit right
 
@@ -35,20 +35,13 @@ def digit_margins(logits: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     return true - others.amax(dim=-1)
 
 
-def _chunk_rows(batch: AdderBatch) -> int:
-    """Rows per forward pass, by train._score's rule: <= EVAL_CHUNK_ROWS on CPU and <= EVAL_CHUNK_CELLS cells."""
-    rows, length = batch.total.shape
-    max_rows = EVAL_CHUNK_ROWS if batch.total.device.type == "cpu" else rows
-    return max(1, min(max_rows, EVAL_CHUNK_CELLS // length))
-
-
 @torch.inference_mode()
 def row_margins(model: nn.Module, batch: AdderBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(margins (rows, T) float32, wrong (rows, T) bool) of `model(a, b)` on a batch, in memory-bounded chunks.
 
     `wrong` is argmax != true digit, the exact-match rule of train._score (a tie at margin 0 may go either way).
     """
-    chunk = _chunk_rows(batch)
+    chunk = eval_chunk_rows(batch)
     margins, wrong = [], []
     for start in range(0, batch.total.shape[0], chunk):
         a, b, total = (t[start : start + chunk] for t in batch)
@@ -113,12 +106,6 @@ def summarise(profile: MarginProfile, trained_digits: int, prefix: str = "") -> 
 
 
 # ---- every layer's state ------------------------------------------------------------------------
-def _inputs(model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The recurrent stack's input, exactly as AdderRNN.forward builds it: (B, T, 2*E)."""
-    digits = F.one_hot(torch.stack((a, b), dim=2), model.cfg.base).to(model.embed.weight.dtype)
-    return (digits @ model.embed.weight).flatten(2)
-
-
 def _single_layer(rnn: nn.RNNBase, k: int) -> nn.RNNBase:
     """A 1-layer module of the same kind holding layer k's weights of the stacked `rnn`."""
     kwargs = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
@@ -159,7 +146,7 @@ def layer_states(model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> list[dic
     "h" is what the stack itself returns (tests check it). Dropout between layers is ignored (eval mode).
     """
     rnn = model.rnn
-    x = _inputs(model, a, b)
+    x = model.inputs(a, b)
     states = []
     for k in range(rnn.num_layers):
         one = _single_layer(rnn, k)

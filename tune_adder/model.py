@@ -58,10 +58,13 @@ class AdderRNN(nn.Module):
         )
         self.head = nn.Linear(cfg.hidden, cfg.base)
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def inputs(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The recurrent stack's input (B, T, 2*E): a's embedding, then b's, at every position."""
         # The embedding lookup written as one-hot @ table: the same numbers as self.embed(a), but with a
         # vocabulary of <= 16 digits the matmul's backward is about twice as fast as Embedding's on CPU.
         digits = F.one_hot(torch.stack((a, b), dim=2), self.cfg.base).to(self.embed.weight.dtype)  # (B, T, 2, base)
-        x = (digits @ self.embed.weight).flatten(2)  # (B, T, 2*E): a's embedding, then b's
-        out, _ = self.rnn(x)  # (B, T, H)
+        return (digits @ self.embed.weight).flatten(2)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.inputs(a, b))  # (B, T, H)
         return self.head(out)  # (B, T, base) logits

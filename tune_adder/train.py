@@ -299,11 +299,17 @@ def eval_sets(cfg: TrainConfig, base: int, device: torch.device) -> dict[str, Ad
     return {name: AdderBatch(*(t.to(device) for t in batch)) for name, batch in sets.items()}
 
 
+def eval_chunk_rows(batch: AdderBatch) -> int:
+    """Rows per forward pass when scoring `batch` without gradients: <= EVAL_CHUNK_ROWS on CPU, <= EVAL_CHUNK_CELLS cells."""
+    rows, length = batch.total.shape
+    max_rows = EVAL_CHUNK_ROWS if batch.total.device.type == "cpu" else rows
+    return max(1, min(max_rows, EVAL_CHUNK_CELLS // length))
+
+
 def _score(model: AdderRNN, batch: AdderBatch) -> tuple[float, float, float]:
     """(mean cross-entropy, whole-sum exact match, digit accuracy) over a batch, in memory-bounded chunks."""
     rows, length = batch.total.shape
-    max_rows = EVAL_CHUNK_ROWS if batch.total.device.type == "cpu" else rows
-    chunk = max(1, min(max_rows, EVAL_CHUNK_CELLS // length))
+    chunk = eval_chunk_rows(batch)
     sums = torch.zeros(3, dtype=torch.float64, device=batch.total.device)  # loss, exact, digits right
     for start in range(0, rows, chunk):
         a, b, total = (t[start : start + chunk] for t in batch)
