@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 from tune_adder import margins  # noqa: E402
 from tune_adder.configs import to_configs  # noqa: E402
 from tune_adder.data import carry_chain_batch, make_batch  # noqa: E402
-from tune_adder.train import Trainer, load_state  # noqa: E402
+from tune_adder.train import Trainer, load_state, save_state  # noqa: E402
 
 CONFIG_KEYS = ("digits", "lr", "layers", "cell", "hidden", "embed_dim", "batch_size", "base", "seed", "max_steps")
 # Each evaluation of the retrained adder is compared with the recorded row on these (exact float equality).
@@ -56,10 +56,15 @@ def long_sums(digits: int, base: int, factor: int, chains: int, uniform: int, pr
     }
 
 
+def config_of(row: pd.Series) -> dict:
+    """The adder's recorded config as plain Python values."""
+    return {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in CONFIG_KEYS}
+
+
 def retrain(row: pd.Series, settings: dict, state: dict | None = None) -> tuple[Trainer, list]:
     """The adder retrained from its config and seed, with its evaluations; or, given its saved final `state`, the
     adder itself with no training (and no evaluations)."""
-    config = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in CONFIG_KEYS}
+    config = config_of(row)
     config |= {"eval_every": int(settings.get("eval_every", 50)), "eval_size": int(settings.get("eval_size", 2000))}
     if pd.notna(row.get("steps_trained")):  # a trial cut early (ASHA, solved) ended there: the data stream and Adam
         config["max_steps"] = int(row["steps_trained"])  # depend on the step alone, so its first steps are the run
@@ -216,6 +221,9 @@ def run(args: argparse.Namespace) -> None:
         final = {f"retrained_final_{k}": getattr(evals[-1], k) if evals else row[f"final_{k}"]
                  for k in ("val_exact_match", "val_loss", "carry_chain_exact_match")}
         model = trainer.model.eval()
+        if args.weights:  # the adder's final weights, so later measurements need no retraining
+            save_state({"model": model.state_dict(), "config": config_of(row) | {"steps": trainer.step}},
+                       Path(args.weights).expanduser() / experiment / f"{row['trial_id']}.pt")
         measured = ladder | final | profile_columns(model, sums_of[key], digits) | carry_probe_columns(model, sums_of[key], digits, base)
         new = {"experiment": experiment, **row.to_dict(), **check, "retrain_s": round(trained_s, 2),
                "measure_s": round(time.perf_counter() - started - trained_s, 2), "factor": args.factor,
@@ -247,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-rows", type=int, default=512, help="trained-length sums the carry probe is fitted on (default %(default)s)")
     p.add_argument("--no-ladder", dest="ladder", action="store_false",
                    help="skip the retrained adder's own probe ladder (100 / 1,000 / 10,000 digits, seconds per adder)")
+    p.add_argument("--weights", help="also save each adder's final weights here, as WEIGHTS/EXPERIMENT/TRIAL_ID.pt "
+                                     "(a few hundred KB each; torch.load(..., weights_only=True))")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s: as the study trained)")
     p.add_argument("--retrain", action="store_true",
                    help="retrain even where the experiment folder kept the trial's final checkpoint (by default those "

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from analysis import mechanism_predict as predict
 from analysis import mechanism_retrain as retrain
@@ -106,7 +107,8 @@ def test_a_sweeps_own_checkpoints_are_the_adders_and_a_retrain_here_matches_its_
     from tune_adder.metrics import PROBE_COLUMNS
 
     experiment = quick_sweep["experiment"]
-    for flags, weights in (([], "checkpoint"), (["--retrain"], "retrained")):
+    saved = tmp_path / "weights"
+    for flags, weights in (([], "checkpoint"), (["--retrain", "--weights", str(saved)], "retrained")):
         out = tmp_path / f"{weights}.parquet"
         assert retrain.main([str(experiment), "--digits", "5", "--limit", "2", "--out", str(out), *flags]) == 0
         rows = pd.read_parquet(out)
@@ -114,3 +116,10 @@ def test_a_sweeps_own_checkpoints_are_the_adders_and_a_retrain_here_matches_its_
         for column in PROBE_COLUMNS[:-2]:  # NaN above a failed rung in both
             pd.testing.assert_series_equal(rows[f"retrained_{column}"].astype(float), rows[column].astype(float),
                                            check_names=False, obj=f"{weights} {column}")  # fmt: skip
+    # --weights kept each retrained adder's final weights: tensor for tensor the sweep's own final checkpoint
+    for _, row in rows.iterrows():
+        kept = torch.load(saved / experiment.name / f"{row['trial_id']}.pt", weights_only=True)
+        sweep = retrain.saved_final_state(experiment, row["trial_id"], int(row["steps_trained"]))["model"]
+        assert kept["config"]["seed"] == row["seed"] and kept["config"]["steps"] == row["steps_trained"]
+        assert kept["model"].keys() == sweep.keys()
+        assert all(torch.equal(kept["model"][k], sweep[k]) for k in sweep)
