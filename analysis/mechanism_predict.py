@@ -90,6 +90,49 @@ def predicted_rung_by_error_rate(worst_profile, median_profile, digits: int, hor
     return rung
 
 
+FOREST_FOLDS = 10  # folds of the forest's cross-validation, whole configs per fold
+CONFIG = ("digits", "cell", "layers", "lr")  # the study's factors: an adder's config is these (seeds vary)
+
+
+def window_features(row: pd.Series, horizon: int = HORIZON) -> dict:
+    """What an adder shows up to horizon x its trained length L, as numbers a classifier can weigh: along the 64
+    carry chains, the worst margin's minimum, 10 % quantile, mean, last value and slope against log10(position)
+    over positions L+1 .. horizon*L; the median margin's minimum, mean and slope; the mean gap between median and
+    worst; the share of chains already wrong by horizon*L; along the uniform sums the worst margin's minimum and
+    slope and the median's mean; the worst carry-chain margin within the trained length; the adder's own last
+    carry-chain evaluation at its trained length (the gate); and the per-layer carry probe's accuracy over the
+    window, worst layer (minimum, and mean of the last five positions; NaN where no probe was fitted)."""
+    digits = int(row["digits"])
+    cut = lambda name: np.asarray(row[name], dtype=np.float64)[digits + 1 : horizon * digits + 1]  # noqa: E731
+    worst, median = cut("chain_worst_profile"), cut("chain_median_profile")
+    u_worst, u_median = cut("uniform_worst_profile"), cut("uniform_median_profile")
+    x = np.log10(np.arange(digits + 1, digits + 1 + worst.size) + 1.0)
+    slope = lambda y: float(np.polyfit(x, y, 1)[0]) if y.size >= 2 else 0.0  # noqa: E731
+    first_wrong = np.asarray(row["chain_first_wrong"], dtype=np.float64)
+    probes = [np.asarray(row[c], dtype=np.float64)[digits : horizon * digits] for c in row.index
+              if c.endswith("_chain_acc_profile") and isinstance(row[c], (list, np.ndarray))]
+    return {"worst_min": worst.min(), "worst_q10": np.quantile(worst, 0.1), "worst_mean": worst.mean(),
+            "worst_last": worst[-1], "worst_slope": slope(worst), "median_min": median.min(),
+            "median_mean": median.mean(), "median_slope": slope(median), "spread": float((median - worst).mean()),
+            "wrong_share": float(np.mean(np.nan_to_num(first_wrong, nan=np.inf) <= horizon * digits)),
+            "uniform_worst_min": u_worst.min(), "uniform_worst_slope": slope(u_worst), "uniform_median_mean": u_median.mean(),
+            "trained_min": row["chain_trained_min_margin"], "gate": row[GATE],
+            "probe_min": min(p.min() for p in probes) if probes else np.nan,
+            "probe_last": min(p[-5:].mean() for p in probes) if probes else np.nan}
+
+
+def out_of_fold(features: pd.DataFrame, target, groups, folds: int = FOREST_FOLDS, seed: int = 0) -> np.ndarray:
+    """Each row's class predicted by a random forest fitted on the other folds only, the rows of a group (an
+    adder's config: its seeds) always in one fold, so no prediction was fitted on a seed of its own config.
+    sklearn's RandomForestClassifier (300 trees, leaves of 3 or more) and GroupKFold; NaN features read as -1."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    forest = RandomForestClassifier(n_estimators=300, min_samples_leaf=3, random_state=seed)
+    return cross_val_predict(forest, features.fillna(-1.0).to_numpy(), np.asarray(target),
+                             groups=np.asarray(groups), cv=GroupKFold(n_splits=folds))
+
+
 def agreement(predicted: pd.Series, measured: pd.Series) -> dict:
     """Share on the right rung, Spearman's rho (NaN when either side is constant) and the confusion table."""
     right = float((predicted == measured).mean())
@@ -144,7 +187,8 @@ def margin_by_depth(frame: pd.DataFrame, multiples: tuple[int, ...] = (1, 2, 3, 
 GATE = "retrained_final_carry_chain_exact_match"  # the retrained adder's last evaluation, at its trained length
 
 
-def predictions(frame: pd.DataFrame, horizon: int = HORIZON, threshold: float = THRESHOLD, gate: bool = True) -> pd.DataFrame:
+def predictions(frame: pd.DataFrame, horizon: int = HORIZON, threshold: float = THRESHOLD, gate: bool = True,
+                forest: bool = False) -> pd.DataFrame:
     """Both predictors' rungs and the measured ones. With `gate`, an adder whose own last training evaluation of
     carry chains at the trained length (256 chains, the top carry included) is below the pass mark is predicted 0:
     the margin window (positions beyond the trained length, inside a longer chain) never sees a chain's top digit."""
@@ -159,6 +203,10 @@ def predictions(frame: pd.DataFrame, horizon: int = HORIZON, threshold: float = 
     out["recorded"] = [measured_rung(r) for _, r in frame.iterrows()]
     if "retrained_probe_carry_chain_100" in frame:
         out["retrained"] = [measured_rung(r, "retrained_") for _, r in frame.iterrows()]
+    if forest:  # fitted on the ladder of the adder the margins describe: the retrained one where it was measured
+        features = pd.DataFrame([window_features(r, horizon) for _, r in frame.iterrows()], index=frame.index)
+        groups = frame[list(CONFIG)].astype(str).agg("|".join, axis=1)
+        out["predicted_by_forest"] = out_of_fold(features, out.get("retrained", out["recorded"]), groups)
     return out
 
 
@@ -190,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows:
         start, _, end = args.rows.partition(":")
         frame = frame.iloc[int(start or 0) : int(end) if end else None]
-    found = predictions(frame, args.horizon, args.threshold, args.gate)
+    found = predictions(frame, args.horizon, args.threshold, args.gate, forest=True)
     gate = f"gated on {GATE} >= {generalisation.PASS_EXACT_MATCH}" if args.gate else "not gated"
     print(f"## Carry-chain rung predicted from the worst margin up to {args.horizon}x the trained length "
           f"(threshold {args.threshold:g}, {gate}); {len(frame)} adders\n")
@@ -201,17 +249,24 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("recorded", "retrained"):
         if name in found:
             print(_report(name, agreement(found["predicted_by_rate"], found[name])))
-    print("## Right rung by experiment (recorded ladder): extrapolated worst margin / error rate\n")
-    right = found.assign(worst=found["predicted"] == found["recorded"], rate=found["predicted_by_rate"] == found["recorded"])
-    table = right.groupby(["experiment", "digits"]).agg(adders=("worst", "size"), worst=("worst", "mean"), rate=("rate", "mean"))
+    print(f"## The same from a random forest on the window's features (window_features; out of fold: {FOREST_FOLDS} "
+          "folds of whole configs, fitted on the retrained ladder)\n")
+    for name in ("recorded", "retrained"):
+        if name in found:
+            print(_report(name, agreement(found["predicted_by_forest"], found[name])))
+    print("## Right rung by experiment (recorded ladder): extrapolated worst margin / error rate / forest\n")
+    right = found.assign(worst=found["predicted"] == found["recorded"], rate=found["predicted_by_rate"] == found["recorded"],
+                         forest=found["predicted_by_forest"] == found["recorded"])
+    table = right.groupby(["experiment", "digits"]).agg(adders=("worst", "size"), worst=("worst", "mean"), rate=("rate", "mean"),
+                                                        forest=("forest", "mean"))
     print(markdown(table) + "\n")
     if "retrained" in found:
         same = (found["recorded"] == found["retrained"]).mean()
         print(f"Recorded and retrained ladders on the same rung: {same:.1%} "
               f"(retrained evaluations matched the history bit for bit for {frame['retrain_matched'].mean():.1%}).\n")
-    print("### right rung (recorded ladder) by cell x depth: extrapolated worst margin / error rate\n")
+    print("### right rung (recorded ladder) by cell x depth: extrapolated worst margin / error rate / forest\n")
     print(markdown(right.groupby(["cell", "layers"]).agg(adders=("worst", "size"), worst=("worst", "mean"),
-                                                         rate=("rate", "mean"))) + "\n")
+                                                         rate=("rate", "mean"), forest=("forest", "mean"))) + "\n")
     print("### worst margin along carry chains at multiples of the trained length: median [10 %, 90 %] over adders\n")
     print(markdown(margin_by_depth(frame), index=False) + "\n")
     print("### carry probe per layer (fitted on uniform sums of the trained length)\n")

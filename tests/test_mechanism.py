@@ -123,3 +123,38 @@ def test_a_sweeps_own_checkpoints_are_the_adders_and_a_retrain_here_matches_its_
         assert kept["config"]["seed"] == row["seed"] and kept["config"]["steps"] == row["steps_trained"]
         assert kept["model"].keys() == sweep.keys()
         assert all(torch.equal(kept["model"][k], sweep[k]) for k in sweep)
+
+
+def test_the_forest_never_fits_on_a_seed_of_the_config_it_predicts():
+    """Seeds of one config share a fingerprint and, here, a rung that nothing else explains: a forest that saw a
+    sibling seed would read the rung off the fingerprint (ungrouped folds score ~100 %); kept out of its config's
+    fold it is at chance. A real signal (the margin's level) is still learned across configs."""
+    rng = np.random.default_rng(0)
+    configs, seeds = 40, 5
+    fingerprint = np.repeat(rng.normal(size=(configs, 4)), seeds, axis=0) + rng.normal(scale=0.01, size=(configs * seeds, 4))
+    rung = np.repeat(rng.choice([0, 100, 1_000, 10_000], size=configs), seeds)
+    groups = np.repeat(np.arange(configs), seeds)
+    features = pd.DataFrame(fingerprint, columns=list("abcd"))
+    assert (predict.out_of_fold(features, rung, groups) == rung).mean() < 0.5
+    level = rng.normal(size=configs * seeds)
+    signal = np.where(level > 0, 10_000, 0)
+    assert (predict.out_of_fold(features.assign(level=level), signal, groups) == signal).mean() > 0.9
+
+
+def test_the_window_features_see_nothing_beyond_the_horizon():
+    digits, n = 10, 101
+    row = pd.Series({"digits": digits, "chain_worst_profile": np.full(n, 5.0), "chain_median_profile": np.full(n, 8.0),
+                     "uniform_worst_profile": np.full(n, 6.0), "uniform_median_profile": np.full(n, 9.0),
+                     "chain_first_wrong": np.full(64, np.nan), "chain_trained_min_margin": 5.0, predict.GATE: 1.0,
+                     "carry_l1_h_chain_acc_profile": np.ones(n - 1)})
+    flat = predict.window_features(row)
+    assert flat["worst_min"] == 5.0 and flat["spread"] == 3.0 and flat["worst_slope"] == pytest.approx(0.0, abs=1e-9)
+    late = row.copy()
+    late["chain_worst_profile"] = np.r_[np.full(31, 5.0), np.full(n - 31, -3.0)]  # wrong only beyond 3x
+    late["chain_first_wrong"] = np.full(64, 31.0)
+    late["carry_l1_h_chain_acc_profile"] = np.r_[np.ones(30), np.zeros(n - 31)]
+    assert predict.window_features(late) == flat
+    early = row.copy()
+    early["chain_worst_profile"] = np.r_[np.full(25, 5.0), np.full(n - 25, -3.0)]  # wrong from position 25, inside
+    found = predict.window_features(early)
+    assert found["worst_min"] == -3.0 and found["worst_slope"] < 0
