@@ -1,6 +1,10 @@
 """The seed report's convergence figures, steps-to-solve heat maps, claims table and report.md for one sweep.
 
-Usage: python analysis/plot_convergence.py [EXPERIMENT_DIR] [--out DIR] [--metric train_loss|val_loss|val_exact_match]
+Usage: python analysis/plot_convergence.py [EXPERIMENT_DIR...] [--out DIR] [--metric train_loss|val_loss|val_exact_match]
+                                          [--margins MARGINS.parquet...]
+
+With --margins (analysis/mechanism_retrain.py's output), also adders.csv (every adder's trial row with its margin
+summary), mechanism.png and a report section on how the adders do it (issue 19).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import crossed, draw, importance  # noqa: E402
+from analysis import crossed, draw, importance, mechanism, mechanism_figure  # noqa: E402
 from analysis.claims import check_claims, claims_frame  # noqa: E402
 from analysis.extract import UNFINISHED, Slice, cell_differences, curves, is_geometric, solve_heatmap, varied  # noqa: E402
 from analysis.load import DEFAULT_STORAGE, InputError, latest_experiment, load_study  # noqa: E402
@@ -216,6 +220,22 @@ def importance_figure(experiment, out: Path, skipped: list[str]) -> list[FigureE
     return [FigureEntry("factor_importance", "Factor importance: convergence and generalisation (fANOVA)", note)]
 
 
+def mechanism_outputs(experiment, margins: pd.DataFrame, out: Path) -> str:
+    """adders.csv (the study's trial rows with each adder's margin summary and predicted rungs), mechanism.png with
+    its numbers as CSV, and the report section."""
+    predicted = mechanism_figure.predictions(margins)
+    table = mechanism.adder_table(experiment.trials, margins, predicted)
+    _replace_into(out / "adders.csv", lambda tmp: table.to_csv(tmp, index=False))
+    bands, carry = mechanism_figure.margin_bands(margins), mechanism_figure.layer_carry(margins)
+    _replace_into(out / "mechanism_margins.csv", lambda tmp: bands.to_csv(tmp, index=False))
+    _replace_into(out / "mechanism_carry.csv", lambda tmp: carry.to_csv(tmp, index=False))
+    fig = mechanism_figure.draw(bands, carry, mechanism_figure.title(margins), predicted)
+    _replace_into(out / "mechanism.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    print(f"margins: {len(margins)} of {len(experiment.trials)} adders measured; adders.csv, mechanism.png")
+    return mechanism.section(margins, predicted, len(experiment.trials), "mechanism.png")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", nargs="*", type=Path,
@@ -223,6 +243,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "read as one study (each run once), e.g. data/full-seeds3 data/more-seeds/*/")
     parser.add_argument("--out", type=Path, help="output folder (default: EXPERIMENT_DIR/analysis; with several "
                                                   "folders, FIRST_DIR/analysis-study)")
+    parser.add_argument("--margins", nargs="+", type=Path, metavar="PARQUET",
+                        help="margin profiles from analysis/mechanism_retrain.py (e.g. data/margins/margins.parquet): "
+                             "adds adders.csv, mechanism.png and a report section")
     parser.add_argument("--metric", choices=METRICS, default="train_loss", help="what the curves show (default: train_loss)")
     return parser.parse_args(argv)
 
@@ -231,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:  # every input check happens before anything is written
         experiment = load_study(args.experiment or [latest_experiment()])
-    except InputError as err:
+        margins = mechanism.read_margins(args.margins) if args.margins else None
+    except (InputError, mechanism.MarginsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = args.out or experiment.path / ("analysis" if len(args.experiment) <= 1 else "analysis-study")
@@ -280,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         for label, verdicts in (("steps to solve", [r.verdict for r in across]), ("loss", [r.loss_verdict for r in across])):
             print(f"crossed grid: {len(across)} stratum claims, {label}: "
                   + ", ".join(f"{n} {v}" for v, n in pd.Series(verdicts).value_counts().items()))
+    if margins is not None:
+        ours = margins[margins["trial_id"].isin(set(experiment.trials["trial_id"]))].reset_index(drop=True)
+        if len(ours) < len(margins):
+            print(f"margins: {len(margins) - len(ours)} rows of --margins are adders of other experiments: left out")
+        if len(ours):
+            text += "\n" + mechanism_outputs(experiment, ours, out)
     wanted = design.more_seeds(results + across, finished, shares)
     commands = design.sweep_commands(wanted, finished)
     for name, configs, _ in commands:
