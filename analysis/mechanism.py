@@ -91,6 +91,10 @@ def section(margins: pd.DataFrame, predicted: pd.DataFrame, study_adders: int, f
             if column in predicted and ladder in predicted:
                 found = predict.agreement(predicted[column], predicted[ladder])
                 lines.append(f"| {name} | {ladder} ladder | {found['n']} | {found['right']:.1%} | {found['spearman']:.3f} |")
+    n, retest = predict.retest_agreement(margins)
+    if n:
+        lines += ["", f"The ladder measured again on the same weights with other chains agrees at its first rung on "
+                      f"{retest:.1%} of {n} adders: a ceiling for any predictor."]
     if "predicted_by_forest" in predicted:
         found = predict.agreement(predicted["predicted_by_forest"], predicted["recorded"])
         table = found["confusion"].rename(index=lambda r: f"measured {r}", columns=lambda c: f"pred {c}")

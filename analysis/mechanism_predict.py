@@ -142,6 +142,19 @@ def agreement(predicted: pd.Series, measured: pd.Series) -> dict:
     return {"n": int(len(predicted)), "right": right, "spearman": float(rho), "confusion": table}
 
 
+def retest_agreement(frame: pd.DataFrame) -> tuple[int, float]:
+    """How reproducible the ladder's first rung is on the same weights: for adders whose margin chains are exactly
+    the first rung's length (10x a 10-digit length = 100 digits; 64 other chains), the share whose pass or fail
+    there equals the retrained ladder's at 100 digits. (adders, share); (0, nan) if none."""
+    first = metrics.PROBE_LADDER[0]
+    rows = frame[(frame["chain_length"] == first) & frame["retrained_probe_carry_chain_100"].notna()] \
+        if "chain_length" in frame and "retrained_probe_carry_chain_100" in frame else frame.iloc[:0]
+    if rows.empty:
+        return 0, math.nan
+    same = rows["chain_exact_match"].map(generalisation.passes) == rows[f"retrained_{metrics.probe_column('carry_chain', first)}"].map(generalisation.passes)
+    return len(rows), float(same.mean())
+
+
 def fade_position(acc_profile) -> float:
     """The first position whose carry-in the layer's probe gets wrong on half the chains or more (the profile's
     entry i is position i + 1); the chain's length + 1 if none: censored."""
@@ -260,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     table = right.groupby(["experiment", "digits"]).agg(adders=("worst", "size"), worst=("worst", "mean"), rate=("rate", "mean"),
                                                         forest=("forest", "mean"))
     print(markdown(table) + "\n")
+    n, retest = retest_agreement(frame)
+    if n:
+        print(f"The ladder measured again on the same weights with other chains: at {metrics.PROBE_LADDER[0]} digits, "
+              f"{retest:.1%} of {n} adders pass or fail alike (a ceiling for any predictor of the measured rung).\n")
     if "retrained" in found:
         same = (found["recorded"] == found["retrained"]).mean()
         print(f"Recorded and retrained ladders on the same rung: {same:.1%} "

@@ -158,3 +158,10 @@ def test_the_window_features_see_nothing_beyond_the_horizon():
     early["chain_worst_profile"] = np.r_[np.full(25, 5.0), np.full(n - 25, -3.0)]  # wrong from position 25, inside
     found = predict.window_features(early)
     assert found["worst_min"] == -3.0 and found["worst_slope"] < 0
+
+
+def test_the_retest_compares_the_first_rung_only_where_the_margin_chains_have_its_length():
+    frame = pd.DataFrame({"chain_length": [100.0, 100.0, 200.0], "chain_exact_match": [1.0, 0.98, 1.0],
+                          "retrained_probe_carry_chain_100": [0.995, 1.0, 0.5]})
+    assert predict.retest_agreement(frame) == (2, 0.5)
+    assert predict.retest_agreement(frame.iloc[2:])[0] == 0
