@@ -8,10 +8,11 @@ Resumable: adders already in --out are skipped, and each new row is written atom
 Where the experiment folder still holds Tune's trial folders (a sweep's own folder, not the committed frames), the
 checkpoint at the trial's last trained step is the adder itself: its weights are used and nothing is retrained
 (column `weights`: checkpoint / retrained; `--retrain` retrains anyway).
-CPU, one thread, as the committed study trained. Training is deterministic per seed on one machine, but another
-CPU rounds differently (an AMD EPYC here vs the study's Intel Xeon: val_loss differs by ~1e-7 from the first
-evaluation on), so every evaluation is checked against the recorded history and the retrained adder's own probe
-ladder is measured too: the margins describe the retrained adder, which may differ from the recorded one.
+CPU, one thread, as the committed study trained. Training is deterministic per seed on one kind of CPU, but another
+kind rounds differently (data/more-seeds was trained on an AMD EPYC, data/full-seeds3 on an Intel Xeon: retrained on
+the other, val_loss differs by ~1e-7 from the first evaluation on), so every evaluation is checked against the
+recorded history, the row names the CPU (column `cpu`), and the retrained adder's own probe ladder is measured too:
+the margins describe the retrained adder, which may differ from the recorded one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -177,6 +179,17 @@ def code_version() -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The processor's name: a retrain matches its history bit for bit only on the kind of CPU that trained it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def todo(folders: list[Path], digits: set[int] | None, cells: set[str] | None, layers: set[int] | None) -> list:
     """(experiment name, settings, trial row, recorded history) for every selected adder, cheapest first."""
     found = []
@@ -204,7 +217,7 @@ def run(args: argparse.Namespace) -> None:
     if args.limit is not None:
         work = work[: args.limit]
     print(f"{len(done_keys)} adders already in {out_path}; {len(work)} to do", flush=True)
-    version, sums_of = code_version(), {}
+    version, cpu, sums_of = code_version(), cpu_model(), {}
     for i, (folder, settings, row, recorded) in enumerate(work, 1):
         experiment, started = folder.name, time.perf_counter()
         saved = None if args.retrain else saved_final_state(folder, row["trial_id"], int(row["steps_trained"]))
@@ -227,7 +240,7 @@ def run(args: argparse.Namespace) -> None:
         measured = ladder | final | profile_columns(model, sums_of[key], digits) | carry_probe_columns(model, sums_of[key], digits, base)
         new = {"experiment": experiment, **row.to_dict(), **check, "retrain_s": round(trained_s, 2),
                "measure_s": round(time.perf_counter() - started - trained_s, 2), "factor": args.factor,
-               "chains": args.chains, "uniform_rows": args.uniform, "code_version": version, **measured}
+               "chains": args.chains, "uniform_rows": args.uniform, "code_version": version, "cpu": cpu, **measured}
         done = pd.concat([done, pd.DataFrame([new])], ignore_index=True) if len(done) else pd.DataFrame([new])
         write_atomic(done, out_path)
         status = "from its checkpoint" if saved is not None else "matched" if check["retrain_matched"] else (

@@ -113,6 +113,7 @@ def test_a_sweeps_own_checkpoints_are_the_adders_and_a_retrain_here_matches_its_
         assert retrain.main([str(experiment), "--digits", "5", "--limit", "2", "--out", str(out), *flags]) == 0
         rows = pd.read_parquet(out)
         assert len(rows) == 2 and set(rows["weights"]) == {weights} and rows["retrain_matched"].all(), rows.filter(like="retrain")
+        assert set(rows["cpu"]) == {retrain.cpu_model()} and retrain.cpu_model() != "unknown"
         for column in PROBE_COLUMNS[:-2]:  # NaN above a failed rung in both
             pd.testing.assert_series_equal(rows[f"retrained_{column}"].astype(float), rows[column].astype(float),
                                            check_names=False, obj=f"{weights} {column}")  # fmt: skip
