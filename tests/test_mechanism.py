@@ -142,6 +142,32 @@ def test_the_forest_never_fits_on_a_seed_of_the_config_it_predicts():
     assert (predict.out_of_fold(features.assign(level=level), signal, groups) == signal).mean() > 0.9
 
 
+def test_the_held_out_forest_never_sees_the_rows_it_predicts():
+    """fresh_rows fits on the rows before `designed_on` only. The 30 earlier rows teach flat margin -> top rung,
+    decaying -> fails; the 10 later ones hold a pattern of their own (flat at -3) that a forest fitted on them would
+    learn from their labels. Their predictions must not move when those labels are turned upside down."""
+    def row(i: int, profile: list, rung: float) -> dict:
+        return {"experiment": "e", "trial_id": f"t{i}", "digits": 10, "cell": "RNN", "layers": 1 + i % 3, "lr": 0.01,
+                "seed": i, "chains": 64, "chain_worst_profile": profile, "chain_median_profile": [p + 1 for p in profile],
+                "uniform_worst_profile": profile, "uniform_median_profile": profile,
+                "chain_first_wrong": [float("nan")] * 64, "chain_trained_min_margin": profile[0],
+                "retrained_final_carry_chain_exact_match": 1.0,
+                **{f"{prefix}probe_carry_chain_{n}": rung for n in (100, 1_000, 10_000) for prefix in ("", "retrained_")}}
+
+    flat, decaying, own = [5.0] * 100, [5.0 - 0.2 * p for p in range(100)], [-3.0] * 100
+    seen = [row(i, flat, 1.0) if i % 2 == 0 else row(i, decaying, 0.0) for i in range(30)]
+    predicted = {}
+    for label in (1.0, 0.0):
+        frame = pd.DataFrame(seen + [row(i, own, label) for i in range(30, 40)])
+        found = predict.fresh_rows(frame, designed_on=30)
+        assert len(found) == 10 and found["retrained"].eq(10_000 if label else 0).all()
+        predicted[label] = found["predicted_by_forest"].tolist()
+    assert predicted[1.0] == predicted[0.0]
+    taught = pd.DataFrame(seen + [row(30, flat, 0.0), row(31, decaying, 1.0)])  # labelled against what was taught
+    assert predict.fresh_rows(taught, designed_on=30)["predicted_by_forest"].tolist() == [10_000, 0]
+    assert predict.fresh_rows(taught, designed_on=32).empty
+
+
 def test_the_window_features_see_nothing_beyond_the_horizon():
     digits, n = 10, 101
     row = pd.Series({"digits": digits, "chain_worst_profile": np.full(n, 5.0), "chain_median_profile": np.full(n, 8.0),
