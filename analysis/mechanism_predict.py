@@ -292,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rows:
         fresh = fresh_rows(frame, DESIGNED_ON, args.horizon)
         if len(fresh):
-            print(f"## Held out: the {len(fresh)} adders measured after the predictors were designed (rows {DESIGNED_ON} on; "
-                  f"the forest fitted on the {DESIGNED_ON} rows before them)\n")
+            print(f"## Held out: rows {DESIGNED_ON} on, {len(fresh)} adders (in data/margins/margins.parquet the ones measured "
+                  f"after the predictors were designed), the forest fitted on the {DESIGNED_ON} rows before them\n")
             for label, column in (("extrapolated worst margin", "predicted"), ("error rate", "predicted_by_rate"),
                                   ("forest", "predicted_by_forest")):
                 for name in ("recorded", "retrained"):
