@@ -206,6 +206,15 @@ def todo(folders: list[Path], digits: set[int] | None, cells: set[str] | None, l
     return found
 
 
+def select(work: list, done_keys: set, shard: tuple[int, int] | None = None) -> list:
+    """The adders of todo()'s list still to measure: with shard (K, N) only every N-th from the K-th, counted over
+    the whole list so a job's share stays the same however much of it (or of the others') is done."""
+    if shard is not None:
+        index, count = shard
+        work = work[index::count]
+    return [w for w in work if (w[0].name, w[2]["trial_id"]) not in done_keys]
+
+
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out_path = Path(args.out).expanduser()
@@ -213,7 +222,7 @@ def run(args: argparse.Namespace) -> None:
     done_keys = set(zip(done["experiment"], done["trial_id"]))
     parse = lambda text, cast: {cast(x) for x in text.split(",")} if text else None  # noqa: E731
     work = todo([Path(f) for f in args.folders], parse(args.digits, int), parse(args.cells, str), parse(args.layers, int))
-    work = [w for w in work if (w[0].name, w[2]["trial_id"]) not in done_keys]
+    work = select(work, done_keys, args.shard)
     if args.limit is not None:
         work = work[: args.limit]
     print(f"{len(done_keys)} adders already in {out_path}; {len(work)} to do", flush=True)
@@ -254,6 +263,18 @@ def run(args: argparse.Namespace) -> None:
               flush=True)
 
 
+def shard(text: str) -> tuple[int, int]:
+    """--shard K/N as (K, N), 0 <= K < N; anything else an argparse error naming the value and what is allowed."""
+    k, _, n = text.partition("/")
+    try:
+        index, count = int(k), int(n)
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: give K/N with whole numbers 0 <= K < N, e.g. 0/2 and 1/2")
+    return index, count
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", help="experiment folders holding trials.parquet, history.parquet, experiment.json")
@@ -262,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cells", help="only these cells, e.g. RNN,GRU")
     p.add_argument("--layers", help="only these depths, e.g. 1,2")
     p.add_argument("--limit", type=int, help="at most this many adders in this run")
+    p.add_argument("--shard", type=shard, metavar="K/N",
+                   help="only adders K, K+N, K+2N, ... of the selection (cheapest first), K from 0: run N jobs with "
+                        "K = 0..N-1, one per core, each with its own --out, and merge them with mechanism_merge.py")
     p.add_argument("--factor", type=int, default=10, help="long sums are factor x the trained length (default %(default)s)")
     p.add_argument("--chains", type=int, default=64, help="carry chains per adder (default %(default)s)")
     p.add_argument("--uniform", type=int, default=256, help="long uniform sums per adder (default %(default)s)")

@@ -126,6 +126,41 @@ def test_a_sweeps_own_checkpoints_are_the_adders_and_a_retrain_here_matches_its_
         assert all(torch.equal(kept["model"][k], sweep[k]) for k in sweep)
 
 
+def test_shards_split_the_adders_once_and_keep_their_share_as_work_is_done():
+    from pathlib import Path
+
+    work = [(Path("e"), {}, {"trial_id": f"t{i}"}) for i in range(7)]
+    shards = [retrain.select(work, set(), (k, 3)) for k in range(3)]
+    ids = lambda part: [w[2]["trial_id"] for w in part]  # noqa: E731
+    assert sorted(sum(map(ids, shards), [])) == sorted(ids(work)) and ids(shards[1]) == ["t1", "t4"]
+    # t0 and t1 done (by any job): shard 1 keeps its own t4, nothing moves between shards
+    assert ids(retrain.select(work, {("e", "t0"), ("e", "t1")}, (1, 3))) == ["t4"]
+    assert ids(retrain.select(work, {("e", "t0")})) == [f"t{i}" for i in range(1, 7)]
+
+
+@pytest.mark.parametrize("text", ["2/2", "-1/2", "1", "a/b", "0/0"])
+def test_a_bad_shard_is_one_line_naming_it_and_exit_2(text, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        retrain.main(["data/full-seeds3", "--out", "/nonexistent/x.parquet", f"--shard={text}"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and "--shard" in err and repr(text) in err and "0 <= K < N" in err
+
+
+def test_merge_keeps_the_first_files_rows_in_order_and_adds_only_new_adders(tmp_path):
+    from analysis import mechanism_merge
+
+    first = pd.DataFrame({"experiment": "e", "trial_id": ["b", "a"], "value": [1, 2]})
+    shard = pd.DataFrame({"experiment": ["e", "e", "f"], "trial_id": ["a", "c", "a"], "value": [9, 3, 4]})
+    out = tmp_path / "margins.parquet"
+    first.to_parquet(out)
+    shard.to_parquet(tmp_path / "shard.parquet")
+    assert mechanism_merge.main([str(out), str(tmp_path / "shard.parquet")]) == 0
+    merged = pd.read_parquet(out)
+    assert list(zip(merged.experiment, merged.trial_id, merged.value)) == [("e", "b", 1), ("e", "a", 2), ("e", "c", 3), ("f", "a", 4)]
+    assert mechanism_merge.main([str(out), str(tmp_path / "missing.parquet")]) == 2
+    assert pd.read_parquet(out).equals(merged) and sorted(p.name for p in tmp_path.iterdir()) == ["margins.parquet", "shard.parquet"]
+
+
 def test_the_forest_never_fits_on_a_seed_of_the_config_it_predicts():
     """Seeds of one config share a fingerprint and, here, a rung that nothing else explains: a forest that saw a
     sibling seed would read the rung off the fingerprint (ungrouped folds score ~100 %); kept out of its config's
