@@ -188,6 +188,22 @@ def carry_by_layer(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def carry_by_depth(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per trained length x depth (2 layers or more) x whether the adder reaches the top rung (recorded ladder),
+    pooled over cells: the mean over adders of the carry probe's accuracy along chains beyond the trained length at
+    each layer's hidden state (bottom first), and the share of adders whose top layer reads the carry worse than
+    their bottom one. A carry lost a little at each layer would show as accuracy falling layer by layer, and a
+    share near 1."""
+    rows = []
+    reaches = frame.apply(measured_rung, axis=1).eq(metrics.PROBE_LADDER[-1]).rename("reaches_10000")
+    for (digits, layers, top), group in frame[frame["layers"] >= 2].groupby(["digits", "layers", reaches]):
+        acc = [group[f"carry_l{k}_h_chain_acc_beyond"] for k in range(1, int(layers) + 1)]
+        rows.append({"digits": digits, "layers": layers, "reaches_10000": top, "adders": len(group),
+                     "acc_by_layer": " / ".join(f"{a.mean():.2f}" for a in acc),
+                     "top_below_bottom": float((acc[-1] < acc[0]).mean())})
+    return pd.DataFrame(rows)
+
+
 def margin_by_depth(frame: pd.DataFrame, multiples: tuple[int, ...] = (1, 2, 3, 5, 10)) -> pd.DataFrame:
     """Median over adders (and the 10-90 % spread) of the worst carry-chain margin at multiples m of the trained
     length L (position m * L - 1: the top operand digit of an m * L-digit chain), per trained length x cell x depth."""
@@ -323,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     print("### worst margin along carry chains at multiples of the trained length: median [10 %, 90 %] over adders\n")
     print(markdown(margin_by_depth(frame), index=False) + "\n")
     print("### carry probe per layer (fitted on uniform sums of the trained length)\n")
-    print(markdown(carry_by_layer(frame), index=False))
+    print(markdown(carry_by_layer(frame), index=False) + "\n")
+    print("### carry probe per layer, pooled over cells (hidden state; bottom layer first)\n")
+    print(markdown(carry_by_depth(frame), index=False, digits=2))
     return 0
 
 
