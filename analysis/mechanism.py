@@ -102,6 +102,9 @@ def section(margins: pd.DataFrame, predicted: pd.DataFrame, study_adders: int, f
     lines += ["", "### Worst margin along carry chains at multiples of the trained length (median [10 %, 90 %])", "",
               predict.markdown(predict.margin_by_depth(margins), index=False), "",
               "### The carry read from each layer's state beyond the trained length (logistic probe)", "",
-              predict.markdown(predict.carry_by_layer(margins), index=False), ""]
+              predict.markdown(predict.carry_by_layer(margins), index=False), "",
+              "The same pooled over cells, hidden state, bottom layer first (top_below_bottom: the share of adders whose "
+              "top layer reads the carry worse than their bottom one):", "",
+              predict.markdown(predict.carry_by_depth(margins), index=False, digits=2), ""]
     return "\n".join(lines)
 

@@ -84,3 +84,4 @@ def test_plot_script_with_margins_writes_adders_csv_the_figure_and_the_section(m
     report = (out / "report.md").read_text()
     assert f"{len(margins)} of the study's {len(trials)} adders measured" in report
     assert "| forest on the window (out of fold) | recorded ladder |" in report and "![margins and carry probes](mechanism.png)" in report
+    assert "| digits | layers | reaches_10000 | adders | acc_by_layer | top_below_bottom |" in report
