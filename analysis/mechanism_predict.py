@@ -125,15 +125,29 @@ def window_features(row: pd.Series, horizon: int = HORIZON) -> dict:
             "probe_last": min(p[-5:].mean() for p in probes) if probes else np.nan}
 
 
+def window_table(frame: pd.DataFrame, horizon: int = HORIZON) -> pd.DataFrame:
+    """window_features of every row, one row per adder (same index)."""
+    return pd.DataFrame([window_features(r, horizon) for _, r in frame.iterrows()], index=frame.index)
+
+
+def _forest(seed: int = 0):
+    """The one forest both checks fit: sklearn's RandomForestClassifier, 300 trees, leaves of 3 or more."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=300, min_samples_leaf=3, random_state=seed)
+
+
+def _forest_inputs(features: pd.DataFrame) -> np.ndarray:
+    return features.fillna(-1.0).to_numpy()  # NaN features (no probe fitted) read as -1
+
+
 def out_of_fold(features: pd.DataFrame, target, groups, folds: int = FOREST_FOLDS, seed: int = 0) -> np.ndarray:
     """Each row's class predicted by a random forest fitted on the other folds only, the rows of a group (an
     adder's config: its seeds) always in one fold, so no prediction was fitted on a seed of its own config.
-    sklearn's RandomForestClassifier (300 trees, leaves of 3 or more) and GroupKFold; NaN features read as -1."""
-    from sklearn.ensemble import RandomForestClassifier
+    _forest() and GroupKFold; NaN features read as -1."""
     from sklearn.model_selection import GroupKFold, cross_val_predict
 
-    forest = RandomForestClassifier(n_estimators=300, min_samples_leaf=3, random_state=seed)
-    return cross_val_predict(forest, features.fillna(-1.0).to_numpy(), np.asarray(target),
+    return cross_val_predict(_forest(seed), _forest_inputs(features), np.asarray(target),
                              groups=np.asarray(groups), cv=GroupKFold(n_splits=folds))
 
 
@@ -237,7 +251,7 @@ def predictions(frame: pd.DataFrame, horizon: int = HORIZON, threshold: float = 
     if "retrained_probe_carry_chain_100" in frame:
         out["retrained"] = [measured_rung(r, "retrained_") for _, r in frame.iterrows()]
     if forest:  # fitted on the ladder of the adder the margins describe: the retrained one where it was measured
-        features = pd.DataFrame([window_features(r, horizon) for _, r in frame.iterrows()], index=frame.index)
+        features = window_table(frame, horizon)
         groups = frame[list(CONFIG)].astype(str).agg("|".join, axis=1)
         out["predicted_by_forest"] = out_of_fold(features, out.get("retrained", out["recorded"]), groups)
     return out
@@ -247,17 +261,14 @@ def fresh_rows(frame: pd.DataFrame, designed_on: int = DESIGNED_ON, horizon: int
     """predictions() for the rows from `designed_on` on, with the forest fitted on the rows before it only (their
     retrained ladder) and none of theirs: a held-out check of predictors designed on the earlier rows. Empty if
     there are no such rows."""
-    from sklearn.ensemble import RandomForestClassifier
-
     if len(frame) <= designed_on:
         return predictions(frame.iloc[:0], horizon)
     seen, fresh = frame.iloc[:designed_on], frame.iloc[designed_on:]
     found = predictions(fresh, horizon)
-    features = lambda part: pd.DataFrame([window_features(r, horizon) for _, r in part.iterrows()]).fillna(-1.0).to_numpy()  # noqa: E731
-    target = predictions(seen, horizon)
-    target = target["retrained"] if "retrained" in target else target["recorded"]
-    forest = RandomForestClassifier(n_estimators=300, min_samples_leaf=3, random_state=0).fit(features(seen), target)
-    found["predicted_by_forest"] = forest.predict(features(fresh))
+    prefix = "retrained_" if "retrained_probe_carry_chain_100" in seen else ""  # the ladder predictions() fits on
+    target = [measured_rung(r, prefix) for _, r in seen.iterrows()]
+    forest = _forest().fit(_forest_inputs(window_table(seen, horizon)), target)
+    found["predicted_by_forest"] = forest.predict(_forest_inputs(window_table(fresh, horizon)))
     return found
 
 
